@@ -1,0 +1,158 @@
+"""The `tinylm` command: one CLI over the recipes (pretrain, finetune, evaluate, predict, demo).
+
+Every field of a recipe's config is a flag (`--lr 1e-4`, `--epochs 3`); a flag left out keeps the preset's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
+from tinylm.data import DataError
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--field` flag per dataclass field, typed from its annotation; default None = keep the preset's."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        choices = None
+        if typing.get_origin(hint) is typing.Literal:
+            kind: Any = type(args[0])
+            choices = list(args)
+        elif hint is bool:
+            kind = _parse_bool
+        elif hint in (int, float, str):
+            kind = hint
+        else:  # Optional[X] and other unions: take the first concrete type
+            kind = next((a for a in args if a in (int, float, str)), str)
+            if args and all(typing.get_origin(a) is typing.Literal for a in args if a is not type(None)):
+                kind = str
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, type=kind, choices=choices, default=None,
+                            help="(preset: see `tinylm presets`)")
+
+
+def config_from_args(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:
+    base = presets[args.preset]
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return replace(base, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinylm", description="Tiny BERT language models on modest hardware.")
+    parser.add_argument("--data", default=None, help="data folder (default: $TINYLM_DATA or ../shared/data)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="MLM pre-training on Wikipedia openings")
+    p.add_argument("--preset", choices=list(PRETRAIN_PRESETS), default="cpu")
+    p.add_argument("--out", required=True, help="run folder; the model lands in OUT/model; re-run to resume")
+    add_config_flags(p, PretrainConfig)
+
+    f = sub.add_parser("finetune", help="fine-tune a classifier (from --init, or from scratch)")
+    f.add_argument("--preset", choices=list(FINETUNE_PRESETS), default="cpu")
+    f.add_argument("--out", required=True, help="run folder; the model lands in OUT/model; re-run to resume")
+    add_config_flags(f, FinetuneConfig)
+
+    e = sub.add_parser("evaluate", help="evaluate a fine-tuned model on its task's test sample")
+    e.add_argument("model", help="a fine-tuned model folder (or its run folder)")
+    e.add_argument("--task", required=True)
+    e.add_argument("--test-per-label", type=int, default=None)
+    e.add_argument("--data-seed", type=int, default=42)
+    e.add_argument("--out", default=None, help="write the metrics JSON here (default: print)")
+
+    r = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin)")
+    r.add_argument("model", help="a fine-tuned model folder (or its run folder)")
+    r.add_argument("texts", nargs="*")
+
+    d = sub.add_parser("demo", help="pre-train, fine-tune and compare to a from-scratch twin on shipped data")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--seed", type=int, default=42)
+
+    sub.add_parser("presets", help="list model and recipe presets")
+    return parser
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "pretrain":
+        from tinylm.pretrain import pretrain
+
+        _print_json(pretrain(config_from_args(PretrainConfig, PRETRAIN_PRESETS, args), args.out,
+                             root=args.data, device=args.device))
+    elif args.command == "finetune":
+        from tinylm.finetune import finetune
+
+        result = finetune(config_from_args(FinetuneConfig, FINETUNE_PRESETS, args), args.out,
+                          root=args.data, device=args.device)
+        _print_json({k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")})
+    elif args.command == "evaluate":
+        from tinylm.checkpoint import write_json
+        from tinylm.data import load_task
+        from tinylm.evaluate import Classifier, evaluate_model
+
+        clf = Classifier.load(args.model, device=args.device)
+        task = load_task(args.task, args.data, train_per_label=0, test_per_label=args.test_per_label,
+                         seed=args.data_seed)
+        if task.label_names != clf.label_names:
+            raise DataError(args.model, f"model labels {clf.label_names} differ from {args.task}'s {task.label_names}")
+        metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names)
+        if args.out:
+            write_json(args.out, metrics)
+        _print_json(metrics if not args.out else {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
+    elif args.command == "predict":
+        from tinylm.evaluate import Classifier
+
+        texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
+        if not texts:
+            raise ValueError("no text given: pass texts as arguments or one per line on stdin")
+        clf = Classifier.load(args.model, device=args.device)
+        for text, pred in zip(texts, clf.predict(texts), strict=True):
+            print(json.dumps({"text": text, **pred}))
+    elif args.command == "demo":
+        from tinylm.demo import run_demo
+
+        _print_json(run_demo(args.out, seed=args.seed, device=args.device))
+    elif args.command == "presets":
+        _print_json({
+            "models": {k: v.to_dict() for k, v in MODEL_PRESETS.items()},
+            "pretrain": {k: v.to_dict() for k, v in PRETRAIN_PRESETS.items()},
+            "finetune": {k: v.to_dict() for k, v in FINETUNE_PRESETS.items()},
+        })
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        return run(argv)
+    except (DataError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        print(f"tinylm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinylm: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

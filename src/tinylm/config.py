@@ -1,0 +1,218 @@
+"""Typed configs and named presets for models, pre-training and fine-tuning.
+
+The `paper` presets follow ../shared/docs/paper.md exactly; the `cpu`/`demo` presets are scaled down so every
+effect of the paper can be seen on a 2-core laptop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a tiny BERT. Field names follow Hugging Face's BertConfig where one exists."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 128
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    # Convolutional front block of the paper's BERT-1 variants: one kernel size per conv layer (empty = none).
+    conv_kernels: tuple[int, ...] = ()
+    conv_channels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.conv_kernels and self.conv_channels <= 0:
+            raise ValueError("conv_kernels given but conv_channels is not positive")
+        if self.num_hidden_layers < 1:
+            raise ValueError("num_hidden_layers must be at least 1")
+
+    @property
+    def is_plain_bert(self) -> bool:
+        """True when the model is exactly a Hugging Face BERT (loadable by transformers)."""
+        return not self.conv_kernels
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        if "conv_kernels" in values:
+            values["conv_kernels"] = tuple(values["conv_kernels"])
+        return cls(**values)
+
+
+def _bert(layers: int, heads: int = 12, **kw: Any) -> ModelConfig:
+    """The paper's sizing rule: hidden = 64 x heads, intermediate = 4 x hidden."""
+    hidden = 64 * heads
+    return ModelConfig(
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        **kw,
+    )
+
+
+def _cpu(layers: int, hidden: int, heads: int, vocab: int = 8192) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=vocab,
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+    )
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # The paper's models (bert-base-uncased vocabulary, max length 128).
+    "bert-6": _bert(6),
+    "bert-1": _bert(1),
+    # The paper's BERT-1 variants, "layers1-convC-kK-dD-headsH": the conv block counts as an extra layer.
+    "bert-1-conv2-k3-d64-heads12": _bert(1, 12, conv_kernels=(3, 3), conv_channels=64),
+    "bert-1-conv2-k16,3-d64-heads12": _bert(1, 12, conv_kernels=(16, 3), conv_channels=64),
+    "bert-1-conv2-k3-d64-heads8": _bert(1, 8, conv_kernels=(3, 3), conv_channels=64),
+    "bert-1-conv3-k3-d32-heads12": _bert(1, 12, conv_kernels=(3, 3, 3), conv_channels=32),
+    "bert-1-conv0-heads24": _bert(1, 24),
+    # Small CPU presets (a WordPiece vocabulary of 8192 trained on the pre-training articles).
+    "cpu-6": _cpu(layers=6, hidden=128, heads=2),
+    "cpu-1": _cpu(layers=1, hidden=128, heads=2),
+    "cpu-1-conv": ModelConfig(
+        vocab_size=8192, num_hidden_layers=1, hidden_size=128, num_attention_heads=2,
+        intermediate_size=512, conv_kernels=(3, 3), conv_channels=8,
+    ),
+    "demo": _cpu(layers=2, hidden=128, heads=2, vocab=4096),
+}
+
+
+@dataclass
+class PretrainConfig:
+    """MLM pre-training recipe."""
+
+    model: str = "cpu-1"
+    tokenizer: str = "train"  # "bert-base-uncased" (vocab from the shared data or the hub), "train", or a path
+    articles: int = 2000
+    seq_len: int = 128
+    mask_prob: float = 0.15
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    schedule: Literal["step", "epoch"] = "step"  # the paper's code steps the linear schedule once per epoch
+    grad_clip: float = 1.0  # max gradient norm; 0 disables (the paper's code does not clip)
+    precision: Precision = "bf16"
+    seed: int = 42  # initialisation, data order, masks and dropout
+    data_seed: int = 42  # which articles form the subset (the paper shuffles with seed 42 and takes the first N)
+    save_every: int = 200  # optimizer steps between checkpoints (an epoch end always saves)
+    data_source: Literal["local", "hub"] = "local"
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FinetuneConfig:
+    """Sequence-classification fine-tuning recipe (from a pre-trained checkpoint or from scratch)."""
+
+    task: str = "ag_news"
+    init: str | None = None  # a pre-trained model folder; None trains from scratch
+    model: str = "cpu-1"  # preset used when training from scratch (must match the init's shape otherwise)
+    tokenizer: str | None = None  # from scratch: tokenizer folder or name; default: the init's tokenizer
+    train_per_label: int | None = None  # None: the paper's sampling for the task
+    test_per_label: int | None = None
+    fewrel_markers: bool = False
+    max_length: int = 128
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    schedule: Literal["step", "epoch"] = "step"
+    grad_clip: float = 1.0
+    precision: Precision = "bf16"
+    seed: int = 42  # initialisation, data order and dropout
+    data_seed: int = 42  # the balanced train/test sample (the paper uses seed 42)
+    save_every: int = 200
+    data_source: Literal["local", "hub"] = "local"
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
+    # Paper: 50 epochs, AdamW 5e-5, wd 0.01, batch 32, linear schedule stepped per epoch, 20k/40k/90k articles.
+    "paper": PretrainConfig(
+        model="bert-6", tokenizer="bert-base-uncased", articles=90_000, epochs=50, batch_size=32, lr=5e-5,
+        weight_decay=0.01, schedule="epoch", grad_clip=0.0, save_every=2000,
+    ),
+    "cpu": PretrainConfig(model="cpu-1", tokenizer="train", articles=4000, epochs=4, lr=1e-3, warmup_ratio=0.05),
+    "demo": PretrainConfig(
+        model="demo", tokenizer="train", articles=3000, epochs=4, batch_size=32, lr=1e-3, warmup_ratio=0.05
+    ),
+}
+
+FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
+    "paper": FinetuneConfig(
+        model="bert-6", epochs=50, batch_size=32, lr=5e-5, schedule="epoch", grad_clip=0.0, save_every=2000
+    ),
+    "cpu": FinetuneConfig(model="cpu-1", epochs=4, lr=2e-4),
+    "demo": FinetuneConfig(model="demo", epochs=3, lr=2e-4, train_per_label=250, test_per_label=250),
+}
+
+
+def resolve_model_config(name_or_config: str | ModelConfig) -> ModelConfig:
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config
+    try:
+        return MODEL_PRESETS[name_or_config]
+    except KeyError:
+        raise ValueError(
+            f"unknown model preset {name_or_config!r}; choose from {', '.join(MODEL_PRESETS)}"
+        ) from None
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of JSON-serialisable configs (used to key caches and runs)."""
+    blob = json.dumps([p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def replace(cfg: Any, **overrides: Any) -> Any:
+    """dataclasses.replace that ignores None overrides (unset CLI flags)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+__all__ = [
+    "FINETUNE_PRESETS",
+    "MODEL_PRESETS",
+    "PRETRAIN_PRESETS",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "config_hash",
+    "replace",
+    "resolve_model_config",
+]

@@ -1,0 +1,102 @@
+"""Evaluation (accuracy, macro-F1, per-class report, confusion matrix) and prediction for classifiers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from transformers import PreTrainedTokenizerFast
+
+from tinylm.checkpoint import label_names_of, load_model
+from tinylm.config import Precision
+from tinylm.data import Example
+from tinylm.model import BertForClassification
+from tinylm.runtime import autocast, effective_precision, pick_device
+from tinylm.tokenizer import load_tokenizer
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: BertForClassification,
+    tokenizer: PreTrainedTokenizerFast,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    precision: Precision = "fp32",
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Class probabilities, (len(texts), num_labels). Texts are batched by length to avoid padding."""
+    device = device or next(model.parameters()).device
+    precision = effective_precision(precision, device)
+    model.eval()
+    max_length = min(max_length, model.cfg.max_position_embeddings)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), model.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
+        with autocast(device, precision):
+            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits
+        probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return probs
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: list[str]) -> dict[str, Any]:
+    labels = list(range(len(label_names)))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": classification_report(
+            y_true, y_pred, labels=labels, target_names=label_names, output_dict=True, zero_division=0
+        ),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "label_names": label_names,
+    }
+
+
+def evaluate_model(
+    model: BertForClassification,
+    tokenizer: PreTrainedTokenizerFast,
+    examples: Sequence[Example],
+    label_names: list[str],
+    *,
+    max_length: int = 128,
+    precision: Precision = "fp32",
+) -> dict[str, Any]:
+    probs = predict_proba(model, tokenizer, [e.text for e in examples], max_length=max_length, precision=precision)
+    return classification_metrics([e.label for e in examples], probs.argmax(1).tolist(), label_names)
+
+
+@dataclass
+class Classifier:
+    """A fine-tuned model folder ready to answer: text in, label and probabilities out."""
+
+    model: BertForClassification
+    tokenizer: PreTrainedTokenizerFast
+    label_names: list[str]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> Classifier:
+        from tinylm.pretrain import model_folder
+
+        folder = model_folder(path)
+        model = load_model(folder, head="classification")
+        if not isinstance(model, BertForClassification):
+            raise ValueError(f"{path}: not a classification model")
+        model.to(pick_device(device))
+        return cls(model, load_tokenizer(folder), label_names_of(folder))
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        probs = predict_proba(self.model, self.tokenizer, texts)
+        return [
+            {"label": self.label_names[int(p.argmax())],
+             "probabilities": {n: round(float(x), 6) for n, x in zip(self.label_names, p, strict=True)}}
+            for p in probs
+        ]

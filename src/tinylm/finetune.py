@@ -1,0 +1,140 @@
+"""Fine-tuning for sequence classification, from a pre-trained folder or from scratch with the same config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from tinylm.checkpoint import load_model, read_model_config, save_model, write_json
+from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
+from tinylm.data import Example, TaskData, load_task
+from tinylm.evaluate import evaluate_model
+from tinylm.model import BertForClassification
+from tinylm.pretrain import model_folder
+from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.tokenizer import load_tokenizer
+from tinylm.training import Batch, LoopConfig, train_loop
+
+BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order still random
+
+
+def encode_examples(
+    tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example], max_length: int
+) -> list[list[int]]:
+    return tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch (dynamic padding)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s)
+    return ids, (ids != pad_id).long()
+
+
+class ClassificationBatches(Sequence[Batch]):
+    """One epoch's batches: shuffled, then sorted by length within buckets so batches carry little padding."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int], batch_size: int, pad_id: int, seed: int, epoch: int):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(ids))
+        bucket = batch_size * BUCKET_BATCHES
+        order = np.concatenate(
+            [sorted(order[i:i + bucket], key=lambda j: len(ids[j])) for i in range(0, len(order), bucket)]
+        )
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.batches = [batches[i] for i in rng.permutation(len(batches))]
+        self.ids, self.labels, self.pad_id = ids, labels, pad_id
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
+        rows = self.batches[i]
+        input_ids, attention_mask = pad_batch([self.ids[j] for j in rows], self.pad_id)
+        labels = torch.tensor([self.labels[j] for j in rows], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClassification, PreTrainedTokenizerFast]:
+    """From cfg.init (encoder weights + its tokenizer) or from scratch (cfg.model preset, same shape)."""
+    if cfg.init:
+        init = model_folder(cfg.init)
+        tokenizer = load_tokenizer(cfg.tokenizer or init)
+        model = load_model(init, head="classification", num_labels=num_labels)
+        assert isinstance(model, BertForClassification)
+        return model, tokenizer
+    if not cfg.tokenizer:
+        raise ValueError("training from scratch needs --tokenizer (a folder, a vocab.txt or 'bert-base-uncased')")
+    tok_path = model_folder(cfg.tokenizer)
+    tokenizer = load_tokenizer(tok_path)
+    if (tok_path / "config.json").is_file():  # a model folder: the twin gets exactly its architecture
+        model_cfg, _ = read_model_config(tok_path)
+    else:
+        model_cfg = replace(resolve_model_config(cfg.model), vocab_size=len(tokenizer))
+    return BertForClassification(model_cfg, num_labels), tokenizer
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str | None = None,
+    task_data: TaskData | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, save out/model, evaluate on the task's test sample and write out/metrics.json."""
+    configure_threads()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "finetune_config.json", cfg.to_dict())
+    dev = pick_device(device)
+    task = task_data or load_task(
+        cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
+        seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers, source=cfg.data_source,
+    )
+    seed_everything(cfg.seed)
+    model, tokenizer = build_classifier(cfg, task.num_labels)
+    max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
+    ids = encode_examples(tokenizer, task.train, max_length)
+    labels = [e.label for e in task.train]
+    loop = LoopConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+        schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
+        grad_clip=cfg.grad_clip or None, desc=f"finetune {cfg.task} ({'pretrained' if cfg.init else 'scratch'})",
+    )
+    meta = {"recipe": "finetune", "config": config_hash(cfg)}
+    train_model = torch.compile(model) if cfg.compile else model
+    state = train_loop(
+        train_model,
+        lambda e: ClassificationBatches(ids, labels, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, e),
+        loop, out, dev, meta, stop_after=stop_after,
+    )
+    result: dict[str, Any] = {
+        "task": cfg.task,
+        "init": str(cfg.init) if cfg.init else None,
+        "steps": state.step,
+        "train_examples": len(task.train),
+        "test_examples": len(task.test),
+        "train_seconds": round(state.seconds, 2),
+        "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
+        "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
+    }
+    if state.epoch < cfg.epochs:
+        return result  # interrupted on purpose (stop_after): the checkpoint holds the state
+    model.cpu()
+    metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
+                             precision=cfg.precision)
+    result.update(metrics)
+    save_model(model, out / "model", tokenizer, label_names=task.label_names,
+               extra={"finetune": cfg.to_dict(), "metrics": metrics})
+    write_json(out / "metrics.json", result)
+    return result

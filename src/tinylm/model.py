@@ -1,0 +1,208 @@
+"""A tiny BERT encoder, its MLM and classification heads, and the paper's convolutional variant, in one file.
+
+Numerically this is Hugging Face's BertForMaskedLM / BertForSequenceClassification (post-LayerNorm, GELU,
+tied MLM decoder), written out so that training can take the fast paths that matter on a CPU:
+scaled-dot-product attention, and an MLM head evaluated only at the masked positions.
+Weights map one-to-one onto Hugging Face's names (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tinylm.config import ModelConfig
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor
+    loss: Tensor | None = None
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm transformer layer, as in BERT."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.num_heads = cfg.num_attention_heads
+        self.attn_dropout = cfg.attention_probs_dropout_prob
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.attn_out = nn.Linear(h, h)
+        self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.ffn_in = nn.Linear(h, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, h)
+        self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, h = x.shape
+        return x.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        b, t, h = x.shape
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        p = self.attn_dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        a = a.transpose(1, 2).reshape(b, t, h)
+        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
+        y = self.ffn_out(F.gelu(self.ffn_in(x)))
+        return self.ffn_norm(x + self.dropout(y))
+
+
+class ConvBlock(nn.Module):
+    """The paper's convolutional front block: the (sequence x hidden) activation is a 1-channel image.
+
+    It ignores the attention mask, as in the authors' code, and replaces encoder layer 0.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels = 1
+        for kernel in cfg.conv_kernels:
+            blocks += [
+                nn.Conv2d(channels, cfg.conv_channels, kernel, padding="same"),
+                nn.BatchNorm2d(cfg.conv_channels),
+                nn.GELU(),
+            ]
+            channels = cfg.conv_channels
+        blocks += [nn.Conv2d(channels, 1, 1), nn.BatchNorm2d(1), nn.GELU()]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.unsqueeze(1)).squeeze(1)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.conv = ConvBlock(cfg) if cfg.conv_kernels else None
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        if input_ids.shape[1] > self.cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
+                f"{self.cfg.max_position_embeddings}"
+            )
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.conv is not None:
+            x = self.conv(x)
+        # Boolean key mask broadcast over heads and queries; None lets SDPA take its fastest kernel.
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: N(0, std) weights, zero biases, identity LayerNorms, zero padding embedding."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BertForMLM(nn.Module):
+    """Encoder + MLM head whose decoder is tied to the word embeddings."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.bert = Encoder(cfg)
+        self.head_dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.head_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.apply(lambda m: init_weights(m, cfg.initializer_range))
+
+    def _vocab_logits(self, h: Tensor) -> Tensor:
+        h = self.head_norm(F.gelu(self.head_dense(h)))
+        return F.linear(h, self.bert.embeddings.word_embeddings.weight, self.head_bias)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> ModelOutput:
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        if labels is None:
+            return ModelOutput(logits=self._vocab_logits(h))
+        # Only the ~15 % masked positions carry a loss: project just those onto the vocabulary.
+        selected = labels != IGNORE_INDEX
+        logits = self._vocab_logits(h[selected])
+        loss = F.cross_entropy(logits.float(), labels[selected])
+        return ModelOutput(logits=logits, loss=loss)
+
+
+class BertForClassification(nn.Module):
+    """Encoder + BERT pooler ([CLS] -> dense -> tanh) + linear classifier."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int):
+        super().__init__()
+        self.cfg = cfg
+        self.num_labels = num_labels
+        self.bert = Encoder(cfg)
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, cfg.initializer_range))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> ModelOutput:
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        pooled = torch.tanh(self.pooler(h[:, 0]))
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return ModelOutput(logits=logits, loss=loss)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

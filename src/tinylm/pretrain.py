@@ -1,0 +1,176 @@
+"""MLM pre-training: Wikipedia openings -> token ids (cached) -> masked batches -> the shared training loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerFast
+
+from tinylm.checkpoint import save_model, write_json
+from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
+from tinylm.data import load_articles
+from tinylm.model import IGNORE_INDEX, BertForMLM
+from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.tokenizer import load_tokenizer, train_wordpiece
+from tinylm.training import Batch, LoopConfig, train_loop
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm"))
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """Token ids of each text's first `max_length` tokens ([CLS] ... [SEP]), right-padded, as int32."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length")
+    return np.asarray(enc["input_ids"], dtype=np.int32)
+
+
+def encode_cached(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """encode_texts, cached on disk by (vocabulary, texts, length) so repeated runs skip tokenisation."""
+    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(str(max_length).encode())
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    path = cache_dir() / f"tokens-{h.hexdigest()[:20]}.npy"
+    if path.is_file():
+        return np.load(path)
+    ids = encode_texts(tokenizer, texts, max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ids)
+    os.replace(tmp, path)
+    return ids
+
+
+def mask_tokens(
+    ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, prob: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking: pick `prob` of the non-special tokens; of those 80 % -> [MASK], 10 % random, 10 % kept."""
+    labels = ids.clone()
+    chosen = (torch.rand(ids.shape, generator=gen) < prob) & ~special
+    labels[~chosen] = IGNORE_INDEX
+    roll = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = mask_id
+    randomise = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[randomise] = torch.randint(vocab_size, ids.shape, generator=gen)[randomise]
+    return inputs, labels
+
+
+class MLMBatches(Sequence[Batch]):
+    """The masked batches of one epoch, built on demand; batch i depends only on (seed, epoch, i)."""
+
+    def __init__(self, ids: np.ndarray, tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig, epoch: int):
+        self.ids = ids
+        self.cfg = cfg
+        self.epoch = epoch
+        self.order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ids))
+        self.pad_id = tokenizer.pad_token_id
+        self.mask_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.special_ids = torch.tensor(tokenizer.all_special_ids)
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.cfg.batch_size)
+
+    def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rows = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
+        ids = torch.from_numpy(self.ids[rows]).long()
+        attention_mask = ids != self.pad_id
+        ids = ids[:, : int(attention_mask.sum(1).max())]  # trim columns that are padding in every row
+        attention_mask = attention_mask[:, : ids.shape[1]]
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.epoch, i]).entropy % 2**63))
+        special = torch.isin(ids, self.special_ids)
+        inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, self.cfg.mask_prob, gen)
+        return {"input_ids": inputs, "attention_mask": attention_mask.long(), "labels": labels}
+
+
+def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, out: Path, root: Any):
+    """The run's tokenizer, saved under out/tokenizer so a resumed run uses the very same vocabulary."""
+    saved = out / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    if cfg.tokenizer == "train":
+        tok = train_wordpiece(texts, vocab_size=vocab_size, max_length=cfg.seq_len)
+    else:
+        tok = load_tokenizer(cfg.tokenizer, root)
+    tok.save_pretrained(str(saved))
+    return tok
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict."""
+    configure_threads()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "pretrain_config.json", cfg.to_dict())
+    dev = pick_device(device)
+
+    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
+    texts = [a.text for a in articles]
+    base = resolve_model_config(cfg.model)
+    tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
+    model_cfg = replace(base, vocab_size=len(tokenizer))
+    if cfg.seq_len > model_cfg.max_position_embeddings:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {model_cfg.max_position_embeddings} positions")
+    ids = encode_cached(tokenizer, texts, cfg.seq_len)
+
+    seed_everything(cfg.seed)
+    model = BertForMLM(model_cfg)
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    loop = LoopConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+        schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
+        grad_clip=cfg.grad_clip or None, desc=f"pretrain {cfg.model}",
+    )
+    meta = {"recipe": "pretrain", "config": config_hash(cfg)}
+    state = train_loop(
+        model, lambda e: MLMBatches(ids, tokenizer, cfg, e), loop, out, dev, meta, stop_after=stop_after
+    )
+    summary = {
+        "steps": state.step,
+        "epochs_done": state.epoch,
+        "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
+        "tokens": state.tokens,
+        "seconds": round(state.seconds, 2),
+        "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
+        "articles": len(articles),
+        "vocab_size": len(tokenizer),
+        "device": str(dev),
+    }
+    if state.epoch >= cfg.epochs:
+        raw_model = getattr(model, "_orig_mod", model)
+        save_model(raw_model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """A run folder's model/ subfolder, or the folder itself when it is a model folder."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
+def load_summary(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(path) / "summary.json").read_text())

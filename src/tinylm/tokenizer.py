@@ -1,0 +1,71 @@
+"""WordPiece tokenizers: the paper's bert-base-uncased vocabulary, or a small one trained on the articles.
+
+Both come back as a `transformers.PreTrainedTokenizerFast`, so a saved model folder carries a tokenizer that
+`AutoTokenizer.from_pretrained` reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import BertWordPieceTokenizer
+from transformers import PreTrainedTokenizerFast
+
+from tinylm.data.paths import data_root
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BERT_VOCAB = "vocab/bert-base-uncased-vocab.txt"
+
+
+def _wrap(backend: BertWordPieceTokenizer, max_length: int) -> PreTrainedTokenizerFast:
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend._tokenizer,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+    return tok
+
+
+def from_vocab_file(path: str | os.PathLike, max_length: int = 128) -> PreTrainedTokenizerFast:
+    """A lower-casing BERT WordPiece tokenizer over a vocab.txt (one token a line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: vocabulary file not found")
+    # tokenizers' own constructor: transformers 5's BertTokenizer(vocab_file=...) silently ignores the file.
+    return _wrap(BertWordPieceTokenizer(str(path), lowercase=True), max_length)
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int = 128) -> PreTrainedTokenizerFast:
+    """Train a lower-casing WordPiece vocabulary (deterministic for the same texts)."""
+    backend = BertWordPieceTokenizer(lowercase=True)
+    backend.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    return _wrap(backend, max_length)
+
+
+def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """'bert-base-uncased' (the shared vocabulary, else the hub), a model/tokenizer folder, or a vocab.txt."""
+    spec_str = str(spec)
+    if spec_str == "bert-base-uncased":
+        local = data_root(root) / BERT_VOCAB
+        if local.is_file():
+            return from_vocab_file(local)
+        from transformers import AutoTokenizer  # online users: the hub's copy
+
+        return AutoTokenizer.from_pretrained("bert-base-uncased")
+    path = Path(spec_str)
+    if path.is_file():
+        return from_vocab_file(path)
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+        if (path / "vocab.txt").is_file():
+            return from_vocab_file(path / "vocab.txt")
+    raise FileNotFoundError(f"{spec_str}: no tokenizer here (want 'bert-base-uncased', a folder or a vocab.txt)")

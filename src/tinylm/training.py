@@ -1,0 +1,165 @@
+"""The training loop shared by pre-training and fine-tuning, readable top to bottom.
+
+Resumability is by construction: batch i of epoch e is a pure function of (seed, e, i), and dropout is
+re-seeded from (seed, step) before every step, so a run resumed from its last checkpoint replays exactly the
+steps an unbroken run would have taken.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tinylm.checkpoint import atomic_dir, write_json
+from tinylm.config import Precision
+from tinylm.runtime import autocast, effective_precision, step_seed
+
+Batch = dict[str, Tensor]
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    schedule: str  # "step" or "epoch"
+    precision: Precision
+    seed: int
+    save_every: int
+    grad_clip: float | None = 1.0
+    desc: str = "train"
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch
+    batch: int = 0  # next batch index within the epoch
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def lr_at(cfg: LoopConfig, step: int, epoch: int, steps_per_epoch: int) -> float:
+    """Linear warm-up then linear decay to zero, stepped per optimizer step or (as in the paper's code) per epoch."""
+    if cfg.schedule == "epoch":
+        t, total = epoch, cfg.epochs
+    else:
+        t, total = step, cfg.epochs * steps_per_epoch
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    if t < warmup:
+        return cfg.lr * (t + 1) / warmup
+    return cfg.lr * max(0.0, (total - t) / max(1, total - warmup))
+
+
+def make_optimizer(model: nn.Module, cfg: LoopConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights (BERT's convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type in ("cuda", "cpu"))
+
+
+def save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, state: LoopState, meta: dict) -> None:
+    with atomic_dir(out / CHECKPOINT) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {**state.__dict__, "meta": meta})
+
+
+def load_checkpoint(
+    out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict
+) -> LoopState | None:
+    ckpt = out / CHECKPOINT
+    if not (ckpt / "state.json").is_file():
+        return None
+    saved = json.loads((ckpt / "state.json").read_text())
+    if saved.pop("meta") != meta:
+        raise RuntimeError(
+            f"{ckpt} was written by a run with a different configuration; use another --out or delete it"
+        )
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    return LoopState(**saved)
+
+
+def train_loop(
+    model: nn.Module,
+    epoch_batches: Callable[[int], Sequence[Batch]],
+    cfg: LoopConfig,
+    out: Path,
+    device: torch.device,
+    meta: dict[str, Any],
+    stop_after: int | None = None,
+) -> LoopState:
+    """Train `model` for cfg.epochs, checkpointing to out/checkpoint and resuming from it if present.
+
+    `epoch_batches(e)` returns the (lazily built) batches of epoch e. `meta` identifies the run: a checkpoint
+    written under different meta is refused. `stop_after` ends the run after that many steps (tests use it to
+    simulate a killed run).
+    """
+    precision = effective_precision(cfg.precision, device)
+    model.to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    state = load_checkpoint(out, model, opt, meta) or LoopState()
+    steps_per_epoch = len(epoch_batches(0))
+    total = cfg.epochs * steps_per_epoch
+    bar = tqdm(total=total, initial=state.step, desc=cfg.desc, unit="step", dynamic_ncols=True)
+    log = (out / "log.jsonl").open("a")
+    t0 = time.perf_counter()
+    while state.epoch < cfg.epochs:
+        batches = epoch_batches(state.epoch)
+        while state.batch < len(batches):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batches[state.batch].items()}
+            torch.manual_seed(step_seed(cfg.seed, state.step))
+            lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(device, precision):
+                loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+
+            state.step += 1
+            state.batch += 1
+            state.losses.append(round(loss.item(), 6))
+            state.tokens += int(batch["attention_mask"].sum())
+            elapsed = state.seconds + time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.losses[-1]:.3f}", epoch=state.epoch + 1)
+            log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
+                                  "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
+            last_of_epoch = state.batch == len(batches)
+            if last_of_epoch:
+                state.epoch, state.batch = state.epoch + 1, 0
+            if last_of_epoch or state.step % cfg.save_every == 0:
+                state.seconds = state.seconds + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_checkpoint(out, model, opt, state, meta)
+            if stop_after is not None and state.step >= stop_after:
+                bar.close()
+                log.close()
+                return state
+    state.seconds += time.perf_counter() - t0
+    bar.close()
+    log.close()
+    return state
