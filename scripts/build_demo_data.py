@@ -22,7 +22,7 @@ import numpy as np
 from tinylm.data.paths import data_root
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "tinylm" / "demo_data"
-OPENING_CHARS = 900  # 128 WordPiece tokens are ~600-700 characters of English prose
+OPENING_CHARS = 700  # 128 WordPiece tokens are ~600 characters of English prose
 
 
 def opening(text: str, limit: int = OPENING_CHARS) -> str:

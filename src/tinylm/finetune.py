@@ -93,16 +93,17 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune, save out/model, evaluate on the task's test sample and write out/metrics.json."""
     configure_threads()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "finetune_config.json", cfg.to_dict())
-    dev = pick_device(device)
+    # Read and check all input before anything is written, so bad data leaves no partial run behind.
     task = task_data or load_task(
         cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
         seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers, source=cfg.data_source,
     )
     seed_everything(cfg.seed)
     model, tokenizer = build_classifier(cfg, task.num_labels)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "finetune_config.json", cfg.to_dict())
+    dev = pick_device(device)
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]

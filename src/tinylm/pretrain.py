@@ -90,7 +90,8 @@ class MLMBatches(Sequence[Batch]):
         attention_mask = ids != self.pad_id
         ids = ids[:, : int(attention_mask.sum(1).max())]  # trim columns that are padding in every row
         attention_mask = attention_mask[:, : ids.shape[1]]
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.epoch, i]).entropy % 2**63))
+        seed = np.random.SeedSequence([self.cfg.seed, self.epoch, i]).generate_state(1, np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(seed) % 2**63)
         special = torch.isin(ids, self.special_ids)
         inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, self.cfg.mask_prob, gen)
         return {"input_ids": inputs, "attention_mask": attention_mask.long(), "labels": labels}
@@ -119,14 +120,14 @@ def pretrain(
 ) -> dict[str, Any]:
     """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict."""
     configure_threads()
+    # Read and check all input before anything is written, so bad data leaves no partial run behind.
+    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
+    texts = [a.text for a in articles]
+    base = resolve_model_config(cfg.model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pretrain_config.json", cfg.to_dict())
     dev = pick_device(device)
-
-    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
-    texts = [a.text for a in articles]
-    base = resolve_model_config(cfg.model)
     tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
     model_cfg = replace(base, vocab_size=len(tokenizer))
     if cfg.seq_len > model_cfg.max_position_embeddings:
