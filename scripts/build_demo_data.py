@@ -2,7 +2,9 @@
 
 It keeps the real files' layouts, so tinylm's loaders read it unchanged:
 - wikipedia/articles.jsonl.gz: a seeded sample of articles, each cut to its opening (enough for 128 tokens);
-- ag_news/train.jsonl, ag_news/test.csv, ag_news/classes.txt: seeded, label-balanced rows copied verbatim.
+- ag_news/train.jsonl, ag_news/test.csv, ag_news/classes.txt: seeded, label-balanced rows copied verbatim;
+- vocab.txt: the demo model's WordPiece vocabulary, trained once on those openings and shipped, because the
+  `tokenizers` trainer is not bit-reproducible across runs and the demo should be.
 
     python scripts/build_demo_data.py [--articles 12000] [--train-per-label 500] [--test-per-label 250]
 """
@@ -19,7 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from tinylm.config import MODEL_PRESETS
 from tinylm.data.paths import data_root
+from tinylm.tokenizer import train_wordpiece
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "tinylm" / "demo_data"
 OPENING_CHARS = 700  # 128 WordPiece tokens are ~600 characters of English prose
@@ -62,6 +67,9 @@ def main() -> None:
         for i in keep:
             a = articles[i]
             f.write(json.dumps({"id": a["id"], "title": a["title"], "text": opening(a["text"])}) + "\n")
+    tok = train_wordpiece([opening(articles[i]["text"]) for i in keep], vocab_size=MODEL_PRESETS["demo"].vocab_size)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (OUT / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
 
     (OUT / "ag_news").mkdir(parents=True, exist_ok=True)
     train_lines = (src / "ag_news" / "train.jsonl").read_text(encoding="utf-8").splitlines()

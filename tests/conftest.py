@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +19,16 @@ def data_root() -> Path:
         return find_data_root()
     except DataError as err:
         pytest.skip(f"real data folder not found, set TINYLM_DATA to run data tests ({err})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Iterator[Path]:
+    """Token-id and vocabulary caches go to a session folder, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("TINYLM_CACHE")
+    os.environ["TINYLM_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TINYLM_CACHE", None)
+    else:
+        os.environ["TINYLM_CACHE"] = old

@@ -68,9 +68,10 @@ def test_pretrain_learns_and_same_seed_same_weights(tmp_path, data_root) -> None
 
 def test_killed_pretraining_resumes_to_identical_weights(tmp_path, data_root) -> None:
     pretrain(TINY_PRETRAIN, tmp_path / "full", root=data_root)
-    # Killed after step 7: the last checkpoint is at step 4 (save_every=4), so steps 5-7 are replayed.
-    partial = pretrain(TINY_PRETRAIN, tmp_path / "resumed", root=data_root, stop_after=7)
-    assert partial["steps"] == 7 and not (tmp_path / "resumed" / "model").exists()
+    # Killed after step 5: the last checkpoint is at step 4 (save_every=4; epochs end at steps 6 and 12), so
+    # step 5 is replayed and the run goes on across the epoch boundary.
+    partial = pretrain(TINY_PRETRAIN, tmp_path / "resumed", root=data_root, stop_after=5)
+    assert partial["steps"] == 5 and not (tmp_path / "resumed" / "model").exists()
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 4
     pretrain(TINY_PRETRAIN, tmp_path / "resumed", root=data_root)

@@ -28,7 +28,9 @@ def run_demo(out: str | os.PathLike, *, seed: int = 42, device: str | None = Non
              root: str | os.PathLike = DEMO_DATA) -> dict[str, Any]:
     out = Path(out)
     started = time.perf_counter()
-    pre_cfg = replace(PRETRAIN_PRESETS["demo"], seed=seed)
+    # The shipped vocabulary makes the demo bit-reproducible (a freshly trained one can differ by a few tokens).
+    vocab = Path(root) / "vocab.txt"
+    pre_cfg = replace(PRETRAIN_PRESETS["demo"], seed=seed, tokenizer=str(vocab) if vocab.is_file() else "train")
     pre = pretrain(pre_cfg, out / "pretrain", root=root, device=device)
 
     ft_cfg = replace(FINETUNE_PRESETS["demo"], task="ag_news", seed=seed)

@@ -17,14 +17,11 @@ from transformers import PreTrainedTokenizerFast
 from tinylm.checkpoint import save_model, write_json
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
+from tinylm.data.paths import cache_dir
 from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.training import Batch, LoopConfig, train_loop
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm"))
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:

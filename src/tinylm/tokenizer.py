@@ -6,14 +6,16 @@ Both come back as a `transformers.PreTrainedTokenizerFast`, so a saved model fol
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
+import tokenizers
 from tokenizers import BertWordPieceTokenizer
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.data.paths import data_root
+from tinylm.data.paths import cache_dir, data_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_VOCAB = "vocab/bert-base-uncased-vocab.txt"
@@ -41,13 +43,31 @@ def from_vocab_file(path: str | os.PathLike, max_length: int = 128) -> PreTraine
     return _wrap(BertWordPieceTokenizer(str(path), lowercase=True), max_length)
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int = 128) -> PreTrainedTokenizerFast:
-    """Train a lower-casing WordPiece vocabulary (deterministic for the same texts)."""
+def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int = 128) -> PreTrainedTokenizerFast:
+    """Train a lower-casing WordPiece vocabulary on `texts`, cached by (texts, size).
+
+    The `tokenizers` trainer breaks frequency ties in hash-map order, so two trainings on the same texts can
+    differ by a few tokens and in id order. Caching the first result (in $TINYLM_CACHE) makes every later run
+    on this machine use the very same vocabulary; ship the vocab.txt (as the demo does) for bit-identical
+    runs across machines.
+    """
+    h = hashlib.sha256(f"wordpiece-{vocab_size}-{tokenizers.__version__}".encode())
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    cached = cache_dir() / f"vocab-{h.hexdigest()[:20]}.txt"
+    if cached.is_file():
+        return from_vocab_file(cached, max_length)
     backend = BertWordPieceTokenizer(lowercase=True)
     backend.train_from_iterator(
         texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False
     )
-    return _wrap(backend, max_length)
+    vocab = sorted(backend.get_vocab().items(), key=lambda kv: kv[1])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+    os.replace(tmp, cached)
+    return from_vocab_file(cached, max_length)
 
 
 def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:

@@ -159,6 +159,8 @@ def train_loop(
                 bar.close()
                 log.close()
                 return state
+            if last_of_epoch:
+                break
     state.seconds += time.perf_counter() - t0
     bar.close()
     log.close()

@@ -37,6 +37,11 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+def cache_dir() -> Path:
+    """Where derived artefacts (token ids, trained vocabularies) are cached: $TINYLM_CACHE or ~/.cache/tinylm."""
+    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm"))
+
+
 def _existing(path: Path, message: str) -> Path:
     """The path itself if it is a folder, else a DataError naming it."""
     if not path.is_dir():
