@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
@@ -132,7 +134,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         from tinylm.demo import run_demo
 
-        _print_json(run_demo(args.out, seed=args.seed, device=args.device))
+        _print_demo(run_demo(args.out, seed=args.seed, device=args.device), Path(args.out))
     elif args.command == "presets":
         _print_json({
             "models": {k: v.to_dict() for k, v in MODEL_PRESETS.items()},
@@ -142,11 +144,22 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _print_demo(r: dict[str, Any], out: Path) -> None:
+    pre, scratch = r["pretrained"], r["scratch"]
+    print(f"AG News test accuracy on {pre['test_examples']} texts (same fine-tuning recipe for both):")
+    print(f"  pre-trained on {r['pretrain']['articles']} Wikipedia openings  {pre['accuracy']:.3f}")
+    print(f"  from scratch                               {scratch['accuracy']:.3f}")
+    print(f"  gap                                        {100 * r['gap']:+.1f} points")
+    print(f"{r['seconds']:.0f} s in all; details in {out / 'results.json'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     try:
         return run(argv)
     except (DataError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        if os.environ.get("TINYLM_DEBUG"):
+            raise
         print(f"tinylm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -170,7 +170,7 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     ),
     "cpu": PretrainConfig(model="cpu-1", tokenizer="train", articles=4000, epochs=4, lr=1e-3, warmup_ratio=0.05),
     "demo": PretrainConfig(
-        model="demo", tokenizer="train", articles=3000, epochs=4, batch_size=32, lr=1e-3, warmup_ratio=0.05
+        model="demo", tokenizer="train", articles=12000, epochs=8, batch_size=32, lr=1e-3, warmup_ratio=0.05
     ),
 }
 
@@ -179,7 +179,8 @@ FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
         model="bert-6", epochs=50, batch_size=32, lr=5e-5, schedule="epoch", grad_clip=0.0, save_every=2000
     ),
     "cpu": FinetuneConfig(model="cpu-1", epochs=4, lr=2e-4),
-    "demo": FinetuneConfig(model="demo", epochs=3, lr=2e-4, train_per_label=250, test_per_label=250),
+    # Few labelled examples (100 per class) is the regime where pre-training pays off at demo scale; see README.
+    "demo": FinetuneConfig(model="demo", epochs=20, lr=5e-4, train_per_label=100, test_per_label=250),
 }
 
 

@@ -73,6 +73,33 @@ def make_optimizer(model: nn.Module, cfg: LoopConfig, device: torch.device) -> t
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type in ("cuda", "cpu"))
 
 
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
+    device: torch.device,
+    grad_clip: float | None,
+) -> Tensor:
+    """One optimizer step on one batch (already on `device`); returns the detached loss without syncing.
+
+    The loss is computed under autocast for `precision` (bf16 on CPU), gradients are clipped to `grad_clip`
+    when it is set, and the scaler is a no-op unless precision is fp16. train_loop calls exactly this, and
+    benchmarks/train_speed.py times exactly this.
+    """
+    with autocast(device, precision):
+        loss = model(**batch).loss
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach()
+
+
 def save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, state: LoopState, meta: dict) -> None:
     with atomic_dir(out / CHECKPOINT) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
@@ -129,15 +156,7 @@ def train_loop(
             lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, precision):
-                loss = model(**batch).loss
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+            loss = train_step(model, batch, opt, scaler, precision, device, cfg.grad_clip)
 
             state.step += 1
             state.batch += 1
