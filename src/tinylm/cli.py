@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seed", type=int, default=42)
 
+    x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
+    x.add_argument("experiment", choices=["gap", "size", "overlap", "all"])
+    x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
+    x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
+    x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
+    x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
+
     sub.add_parser("presets", help="list model and recipe presets")
     return parser
 
@@ -135,6 +142,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         from tinylm.demo import run_demo
 
         _print_demo(run_demo(args.out, seed=args.seed, device=args.device), Path(args.out))
+    elif args.command == "reproduce":
+        from tinylm.recipes.paper_experiments import EXPERIMENTS, reproduce
+        from tinylm.recipes.scales import SCALES, TASK_ORDER
+
+        experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+        tasks = tuple(args.tasks) if args.tasks else TASK_ORDER
+        unknown = [t for t in tasks if t not in TASK_ORDER]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}")
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        results = reproduce(experiments, SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks,
+                            root=args.data, device=args.device)
+        print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
+              f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plots)")
     elif args.command == "presets":
         _print_json({
             "models": {k: v.to_dict() for k, v in MODEL_PRESETS.items()},

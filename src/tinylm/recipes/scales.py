@@ -1,0 +1,50 @@
+"""What each experiment runs at each scale: the paper's exact settings, and a CPU scale that runs here.
+
+`paper` follows ../shared/docs/paper.md: BERT-6, bert-base-uncased vocabulary, 20k/40k/90k articles, 50 epochs
+of MLM and of fine-tuning at AdamW 5e-5 (schedule stepped per epoch, no clipping), balanced samples AG News
+1000/1000, DBpedia-14 100/100, FewRel 630/70 per label, seed 42. `cpu` keeps the design (same vocabulary,
+nested article subsets, same recipe for the pre-trained model and its scratch twin) with a 1-layer, 128-wide
+model, 1k-4k articles and smaller task samples, so all three experiments finish in well under an hour on
+2 cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinylm.config import FINETUNE_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
+
+TASK_ORDER: tuple[str, ...] = ("fewrel", "ag_news", "dbpedia")
+
+
+@dataclass
+class Scale:
+    """One scale of the experiments: pre-training sizes, the recipes and the task samples."""
+
+    name: str
+    sizes: tuple[int, ...]  # pre-training subsets (articles); the largest is experiment 1's
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    samples: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (train, test) per label
+    seeds: int = 3
+
+
+SCALES: dict[str, Scale] = {
+    "paper": Scale(
+        name="paper",
+        sizes=(20_000, 40_000, 90_000),
+        pretrain=PRETRAIN_PRESETS["paper"],
+        finetune=replace(FINETUNE_PRESETS["paper"], model="bert-6"),
+        samples={"fewrel": (630, 70), "ag_news": (1000, 1000), "dbpedia": (100, 100)},
+        seeds=1,  # the paper reports seed 42; pass --seeds for more
+    ),
+    "cpu": Scale(
+        name="cpu",
+        sizes=(1000, 2000, 4000),
+        pretrain=replace(PRETRAIN_PRESETS["cpu"], model="cpu-1", tokenizer="bert-base-uncased", epochs=10,
+                         lr=1e-3, warmup_ratio=0.05, save_every=500),
+        finetune=replace(FINETUNE_PRESETS["cpu"], model="cpu-1", epochs=20, lr=5e-4, save_every=500),
+        samples={"fewrel": (50, 70), "ag_news": (100, 250), "dbpedia": (30, 50)},
+        seeds=3,
+    ),
+}

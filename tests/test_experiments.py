@@ -1,0 +1,106 @@
+"""The experiment recipes: a tiny sweep end to end, run caching, and the paper scale against the paper notes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tinylm.config import MODEL_PRESETS, replace
+from tinylm.recipes import runs as runs_module
+from tinylm.recipes.paper_experiments import EXPERIMENTS, reproduce
+from tinylm.recipes.scales import SCALES, Scale
+
+TINY = Scale(
+    name="tiny",
+    sizes=(32, 64),
+    pretrain=replace(SCALES["cpu"].pretrain, model="demo", epochs=1, seq_len=64),
+    finetune=replace(SCALES["cpu"].finetune, model="demo", epochs=1, max_length=64),
+    samples={"ag_news": (8, 6), "dbpedia": (4, 3)},
+    seeds=2,
+)
+
+
+def test_tiny_sweep_writes_results_report_and_plots_then_reuses_every_run(tmp_path, data_root, monkeypatch) -> None:
+    out = tmp_path / "sweep"
+    first = reproduce(EXPERIMENTS, TINY, out, tasks=("ag_news", "dbpedia"), root=data_root)
+    # 3 experiments; gap at the largest size only: (1 + 2 + 2 sizes) x 2 tasks x 2 seeds records.
+    assert len(first["records"]) == 5 * 2 * 2
+    for name in ("results.json", "report.md", "report.html", "gap_vs_size.png", "gap_vs_overlap.png"):
+        assert (out / name).is_file(), name
+    stored = json.loads((out / "results.json").read_text())
+    rec = next(r for r in stored["records"] if r["experiment"] == "overlap")
+    assert set(rec["overlap"]) >= {"token", "type"} and 0 < rec["overlap"]["token"] <= 1
+    assert rec["pretrain_config"]["articles"] == rec["articles"] and rec["timings"]["pretrain"] > 0
+    # Overlap grows with the (nested) pre-training subset.
+    ov = {r["articles"]: r["overlap"]["token"] for r in stored["records"]
+          if r["experiment"] == "overlap" and r["task"] == "ag_news" and r["seed"] == 42}
+    assert ov[64] >= ov[32]
+    report = (out / "report.md").read_text()
+    assert "Experiment 3" in report or "overlap" in report.lower()
+
+    # A second call trains nothing: every run is found by its config hash.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(runs_module, "pretrain", refuse)
+    monkeypatch.setattr(runs_module, "finetune", refuse)
+    again = reproduce(EXPERIMENTS, TINY, out, tasks=("ag_news", "dbpedia"), root=data_root)
+    assert again["records"] == first["records"]
+
+    # Extending the sweep with a third seed trains only that seed's runs.
+    import tinylm.finetune
+    import tinylm.pretrain
+
+    calls: list[str] = []
+    monkeypatch.setattr(runs_module, "pretrain",
+                        lambda *a, **k: calls.append("pretrain") or tinylm.pretrain.pretrain(*a, **k))
+    monkeypatch.setattr(runs_module, "finetune",
+                        lambda *a, **k: calls.append("finetune") or tinylm.finetune.finetune(*a, **k))
+    reproduce(("gap",), TINY, out, seeds=3, tasks=("ag_news",), root=data_root)
+    assert calls == ["pretrain", "finetune", "finetune"]  # seed 44: its model, fine-tuned and its scratch twin
+
+
+def _paper_notes(data_root: Path) -> str:
+    path = data_root.parent / "docs" / "paper.md"
+    if not path.is_file():
+        pytest.skip(f"paper notes not found at {path}")
+    return path.read_text()
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_paper_scale_matches_the_paper_notes(data_root) -> None:
+    notes = _paper_notes(data_root)
+    paper = SCALES["paper"]
+    sizes = re.search(r"Sizes: ([\d,]+), ([\d,]+), ([\d,]+) articles", notes)
+    assert sizes and paper.sizes == tuple(_number(s) for s in sizes.groups())
+    assert re.search(r"AdamW lr 5e-5, weight decay 0\.01, batch 32, 50 epochs", notes)
+    for cfg in (paper.pretrain, paper.finetune):
+        assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.schedule) == (5e-5, 0.01, 32, 50, "epoch")
+        assert cfg.grad_clip == 0 and cfg.data_seed == 42
+    assert "MLM: 15 %" in notes and paper.pretrain.mask_prob == 0.15 and paper.pretrain.seq_len == 128
+    assert paper.pretrain.tokenizer == "bert-base-uncased" and paper.pretrain.data_seed == 42
+    assert paper.pretrain.model == paper.finetune.model == "bert-6"
+    m = MODEL_PRESETS["bert-6"]
+    assert (m.num_hidden_layers, m.hidden_size, m.num_attention_heads, m.intermediate_size,
+            m.max_position_embeddings, m.vocab_size) == (6, 768, 12, 3072, 128, 30522)
+    samples = {
+        "ag_news": re.search(r"AGNews ([\d,]+) train / ([\d,]+) test per label", notes),
+        "dbpedia": re.search(r"DBPedia-14 (\d+) / (\d+) per label", notes),
+        "fewrel": re.search(r"FewRel (\d+) / (\d+) per relation", notes),
+    }
+    for task, match in samples.items():
+        assert match, task
+        assert paper.samples[task] == tuple(_number(g) for g in match.groups()), task
+
+
+def test_cpu_scale_covers_every_task_and_keeps_the_paper_design() -> None:
+    cpu = SCALES["cpu"]
+    assert set(cpu.samples) == {"fewrel", "ag_news", "dbpedia"} and cpu.seeds >= 3
+    assert cpu.pretrain.tokenizer == "bert-base-uncased"  # overlap is measured in the paper's tokens
+    assert cpu.pretrain.model == cpu.finetune.model and list(cpu.sizes) == sorted(cpu.sizes)
