@@ -102,5 +102,5 @@ def test_paper_scale_matches_the_paper_notes(data_root) -> None:
 def test_cpu_scale_covers_every_task_and_keeps_the_paper_design() -> None:
     cpu = SCALES["cpu"]
     assert set(cpu.samples) == {"fewrel", "ag_news", "dbpedia"} and cpu.seeds >= 3
-    assert cpu.pretrain.tokenizer == "bert-base-uncased"  # overlap is measured in the paper's tokens
+    assert cpu.pretrain.tokenizer == "tinylm-wiki-4k"  # one vocabulary for every run and scratch twin
     assert cpu.pretrain.model == cpu.finetune.model and list(cpu.sizes) == sorted(cpu.sizes)

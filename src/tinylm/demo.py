@@ -29,8 +29,8 @@ def run_demo(out: str | os.PathLike, *, seed: int = 42, device: str | None = Non
     out = Path(out)
     started = time.perf_counter()
     # The shipped vocabulary makes the demo bit-reproducible (a freshly trained one can differ by a few tokens).
-    vocab = Path(root) / "vocab.txt"
-    pre_cfg = replace(PRETRAIN_PRESETS["demo"], seed=seed, tokenizer=str(vocab) if vocab.is_file() else "train")
+    shipped = Path(root).resolve() == DEMO_DATA.resolve()
+    pre_cfg = replace(PRETRAIN_PRESETS["demo"], seed=seed, tokenizer="tinylm-wiki-4k" if shipped else "train")
     pre = pretrain(pre_cfg, out / "pretrain", root=root, device=device)
 
     ft_cfg = replace(FINETUNE_PRESETS["demo"], task="ag_news", seed=seed)

@@ -18,6 +18,9 @@ from transformers import PreTrainedTokenizerFast
 from tinylm.data.paths import cache_dir, data_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# A 4,096-token WordPiece vocabulary trained on 12,000 Wikipedia openings, shipped with the package: the demo
+# and the CPU-scale experiments share it, so every run and its scratch twin tokenise the same way.
+SHIPPED_VOCABS = {"tinylm-wiki-4k": Path(__file__).parent / "demo_data" / "vocab.txt"}
 BERT_VOCAB = "vocab/bert-base-uncased-vocab.txt"
 
 
@@ -71,8 +74,10 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int = 128
 
 
 def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
-    """'bert-base-uncased' (the shared vocabulary, else the hub), a model/tokenizer folder, or a vocab.txt."""
+    """'bert-base-uncased' (the shared vocabulary, else the hub), 'tinylm-wiki-4k', a folder, or a vocab.txt."""
     spec_str = str(spec)
+    if spec_str in SHIPPED_VOCABS:
+        return from_vocab_file(SHIPPED_VOCABS[spec_str])
     if spec_str == "bert-base-uncased":
         local = data_root(root) / BERT_VOCAB
         if local.is_file():
