@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import label_names_of, load_model
+from tinylm.committee import SoftVote, is_committee_folder, load_committee
 from tinylm.config import Precision
 from tinylm.data import Example
 from tinylm.model import BertForClassification
@@ -78,7 +79,7 @@ def evaluate_model(
 class Classifier:
     """A fine-tuned model folder ready to answer: text in, label and probabilities out."""
 
-    model: BertForClassification
+    model: BertForClassification | SoftVote
     tokenizer: PreTrainedTokenizerFast
     label_names: list[str]
 
@@ -87,8 +88,11 @@ class Classifier:
         from tinylm.pretrain import model_folder
 
         folder = model_folder(path)
-        model = load_model(folder, head="classification")
-        if not isinstance(model, BertForClassification):
+        if is_committee_folder(folder):  # a soft committee (tinylm.committee) answers with its soft vote
+            model = SoftVote(load_committee(folder))
+        else:
+            model = load_model(folder, head="classification")
+        if not isinstance(model, BertForClassification | SoftVote):
             raise ValueError(f"{path}: not a classification model")
         model.to(pick_device(device))
         return cls(model, load_tokenizer(folder), label_names_of(folder))
