@@ -332,7 +332,7 @@ def bench_pretrain(s: Setup, warmup: int, steps: int, peaks: dict, compile_fast:
 
     def fast_step(i: int) -> torch.Tensor:
         torch.manual_seed(step_seed(cfg.seed, i))
-        return train_step(fast_model, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip)
+        return train_step(fast_model, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
 
     def ref_step(i: int) -> torch.Tensor:
         torch.manual_seed(step_seed(cfg.seed, i))
@@ -389,7 +389,7 @@ def bench_finetune(s: Setup, steps: int, peaks: dict, root: Path | None) -> dict
 
     def fast_step(i: int) -> torch.Tensor:
         torch.manual_seed(step_seed(cfg.seed, i))
-        return train_step(fast, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip)
+        return train_step(fast, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
 
     def ref_step(i: int) -> torch.Tensor:
         torch.manual_seed(step_seed(cfg.seed, i))

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from tinylm.checkpoint import CONV_MODEL_TYPE, load_model, save_model
 from tinylm.config import MODEL_PRESETS, ModelConfig, replace
-from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
+from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, attention, dropout
 
 SMALL_VOCAB = 512  # the paper presets keep their shape; only the vocabulary is cut to keep the test fast
 
@@ -119,3 +120,32 @@ def test_sequence_longer_than_positions_is_a_clear_error() -> None:
     cfg = replace(MODEL_PRESETS["cpu-1"], vocab_size=SMALL_VOCAB, max_position_embeddings=16)
     with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
         BertForMLM(cfg)(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_cpu_dropout_keeps_the_right_fraction_with_the_right_scale_and_gradient():
+    torch.manual_seed(0)
+    x = torch.ones(400_000, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    # 400k Bernoulli(0.9) draws: the keep rate is within 5 standard deviations (0.0024) of 0.9.
+    assert abs(kept.float().mean().item() - 0.9) < 0.0024
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.allclose(y[kept], torch.full_like(y[kept], scale))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * keep * scale)/dx = keep * scale
+    # Same seed, same mask (resumed runs replay their dropout); eval and p=0 are the identity.
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, training=True), y)
+    assert dropout(x, 0.1, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+
+
+def test_explicit_attention_matches_sdpa_when_dropout_is_off():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 8) for _ in range(3))
+    mask = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    mask[0, ..., 5:] = False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # dropout_p below 1/65536 rounds to dropping nothing, so the explicit path must equal SDPA.
+    explicit = attention(q, k, v, mask, 1e-9, training=True)
+    assert torch.allclose(explicit, expected, atol=1e-6)

@@ -92,7 +92,7 @@ def _curves(setup, precision: str, dropout: bool) -> tuple[list[float], list[flo
     fast_losses, ref_losses = [], []
     for i, batch in enumerate(batches[:STEPS]):
         torch.manual_seed(step_seed(0, i))
-        fast_losses.append(train_step(fast, batch, opt, scaler, precision, CPU, loop.grad_clip).item())
+        fast_losses.append(train_step(fast, batch, opt, scaler, precision, CPU, loop.grad_clip).loss.item())
         torch.manual_seed(step_seed(0, i))
         padded = ref_mod.pad_batch_to(batch, tokenizer.pad_token_id)
         ref_losses.append(ref_mod.reference_train_step(ref, padded, ref_opt, loop.grad_clip).item())

@@ -153,10 +153,23 @@ def save_model(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save a model folder atomically. `extra` is stored in tinylm_meta.json (training config, metrics)."""
+    config = hf_config_dict(model.cfg, model, label_names)
+    return write_model_folder(path, to_hf_state_dict(model), config, tokenizer, extra)
+
+
+def write_model_folder(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    tokenizer: Any = None,
+    extra: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """The one folder layout of every tinylm model (single or committee), written atomically:
+    model.safetensors, config.json, the tokenizer's files and `extra` as tinylm_meta.json."""
     with atomic_dir(path) as tmp:
-        state = to_hf_state_dict(model)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_json(tmp / "config.json", hf_config_dict(model.cfg, model, label_names))
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", **(metadata or {})})
+        write_json(tmp / "config.json", config)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if extra:

@@ -88,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42)
 
     x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    x.add_argument("experiment", choices=["gap", "size", "overlap", "all"])
+    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee"])
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
+    x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
     x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
 
     sub.add_parser("presets", help="list model and recipe presets")
@@ -153,6 +154,14 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}")
         if args.seeds is not None and args.seeds < 1:
             raise ValueError("--seeds must be at least 1")
+        if args.experiment == "committee":
+            from tinylm.recipes.committee import COMMITTEE_SCALES, reproduce_committee
+
+            results = reproduce_committee(COMMITTEE_SCALES[args.scale], args.out, seeds=args.seeds,
+                                          members=args.members, tasks=tasks, root=args.data, device=args.device)
+            print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
+                  f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plot)")
+            return 0
         results = reproduce(experiments, SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks,
                             root=args.data, device=args.device)
         print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "

@@ -55,24 +55,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tinylm.checkpoint import (  # the renaming table is checkpoint.py's own, so both layouts agree
     CONV_MODEL_TYPE,
     _rename,
     _to_hf_table,
-    atomic_dir,
     from_hf_state_dict,
     hf_config_dict,
     label_names_of,
     read_model_config,
     save_model,
-    write_json,
+    write_model_folder,
 )
 from tinylm.config import ModelConfig, Precision
-from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, ModelOutput
+from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, ModelOutput, attention, dropout
 from tinylm.runtime import autocast, effective_precision
+from tinylm.training import train_step
 
 COMMITTEE_MODEL_TYPE = "tinylm_committee"
 FORMAT_VERSION = 1
@@ -325,7 +324,7 @@ class Committee(nn.Module):
         return self._dropout(_layer_norm(x, p, pre + "norm.", self.cfg.layer_norm_eps))
 
     def _dropout(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.cfg.hidden_dropout_prob, self.training)
+        return dropout(x, self.cfg.hidden_dropout_prob, self.training)
 
     def _layer(self, p: dict[str, Tensor], pre: str, x: Tensor, mask: Tensor | None, cls_only: bool) -> Tensor:
         n, b, _, h = x.shape
@@ -338,8 +337,7 @@ class Committee(nn.Module):
         xq = x[:, :, :1] if cls_only else x
         q, k, v = split(_linear(xq, p, pre + "query.")), split(_linear(x, p, pre + "key.")), split(
             _linear(x, p, pre + "value."))
-        drop = self.cfg.attention_probs_dropout_prob if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        a = attention(q, k, v, mask, self.cfg.attention_probs_dropout_prob, self.training)
         a = a.transpose(1, 2).reshape(n, b, xq.shape[2], h)
         y = _layer_norm(xq + self._dropout(_linear(a, p, pre + "attn_out.")), p, pre + "attn_norm.", eps)
         z = _linear(F.gelu(_linear(y, p, pre + "ffn_in.")), p, pre + "ffn_out.")
@@ -562,15 +560,7 @@ def committee_train_step(
     grad_clip: float | None,
 ) -> Tensor:
     """training.train_step for a committee: the summed loss, per-member clipping; returns the member losses [N]."""
-    with autocast(device, precision):
-        out = committee(**batch)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(out.loss).backward()
-    if grad_clip:
-        scaler.unscale_(opt)
-        clip_grad_norm_per_member_(committee, grad_clip)
-    scaler.step(opt)
-    scaler.update()
+    out = train_step(committee, batch, opt, scaler, precision, device, grad_clip, clip=clip_grad_norm_per_member_)
     return out.member_losses.detach()
 
 
@@ -702,15 +692,8 @@ def save_committee(
                                      "member_model_type": "bert" if committee.cfg.is_plain_bert else CONV_MODEL_TYPE}
     names = _hf_names(committee)
     state = {names[k]: v.detach().contiguous().cpu() for k, v in committee.stacked().items()}
-    with atomic_dir(folder) as tmp:
-        save_file(state, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt", "tinylm_committee_members": str(committee.n)})
-        write_json(tmp / "config.json", config)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        if extra:
-            write_json(tmp / "tinylm_meta.json", extra)
-    return Path(folder)
+    return write_model_folder(folder, state, config, tokenizer, extra,
+                              metadata={"tinylm_committee_members": str(committee.n)})
 
 
 def is_committee_folder(folder: str | os.PathLike) -> bool:

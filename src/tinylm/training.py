@@ -113,23 +113,28 @@ def train_step(
     precision: Precision,
     device: torch.device,
     grad_clip: float | None,
-) -> Tensor:
-    """One optimizer step on one batch (already on `device`); returns the detached loss without syncing.
+    clip: Callable[[Any, float], Any] | None = None,
+) -> Any:
+    """One optimizer step on one batch (already on `device`); returns the model's output (loss not synced).
 
     The loss is computed under autocast for `precision` (bf16 on CPU), gradients are clipped to `grad_clip`
-    when it is set, and the scaler is a no-op unless precision is fp16. train_loop calls exactly this, and
-    benchmarks/train_speed.py times exactly this.
+    when it is set (by `clip(model, grad_clip)`; default: one global norm over all parameters), and the scaler
+    is a no-op unless precision is fp16. train_loop calls exactly this, the committee calls it with per-member
+    clipping, and benchmarks/train_speed.py times exactly this.
     """
     with autocast(device, precision):
-        loss = model(**batch).loss
+        out = model(**batch)
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(out.loss).backward()
     if grad_clip:
         scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if clip is None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        else:
+            clip(model, grad_clip)
     scaler.step(opt)
     scaler.update()
-    return loss.detach()
+    return out
 
 
 def save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, state: LoopState, meta: dict) -> None:
@@ -163,18 +168,22 @@ def train_loop(
     device: torch.device,
     meta: dict[str, Any],
     stop_after: int | None = None,
+    *,
+    optimizer: Callable[[nn.Module, LoopConfig, torch.device], torch.optim.Optimizer] = make_optimizer,
+    clip: Callable[[Any, float], Any] | None = None,
 ) -> LoopState:
     """Train `model` for cfg.epochs, checkpointing to out/checkpoint and resuming from it if present.
 
     `epoch_batches(e)` returns the (lazily built) batches of epoch e. `meta` identifies the run: a checkpoint
     written under different meta is refused. `stop_after` ends the run after that many steps (tests use it to
-    simulate a killed run).
+    simulate a killed run). `optimizer` and `clip` replace the optimizer factory and the gradient clipping
+    (a committee decays and clips each member on its own).
     """
     precision = effective_precision(cfg.precision, device)
     if device.type == "cpu":
         tune_cpu_allocator()
     model.to(device).train()
-    opt = make_optimizer(model, cfg, device)
+    opt = optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = load_checkpoint(out, model, opt, meta) or LoopState()
     steps_per_epoch = len(epoch_batches(0))
@@ -190,7 +199,10 @@ def train_loop(
             lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = train_step(model, batch, opt, scaler, precision, device, cfg.grad_clip)
+            step_out = train_step(model, batch, opt, scaler, precision, device, cfg.grad_clip, clip)
+            # A committee's loss is the sum over its members; its log shows the mean member's.
+            member_losses = getattr(step_out, "member_losses", None)
+            loss = (step_out.loss if member_losses is None else member_losses.mean()).detach()
 
             state.step += 1
             state.batch += 1
@@ -209,6 +221,7 @@ def train_loop(
                 t0 = time.perf_counter()
                 save_checkpoint(out, model, opt, state, meta)
             if stop_after is not None and state.step >= stop_after:
+                state.seconds += time.perf_counter() - t0
                 bar.close()
                 log.close()
                 return state

@@ -1,0 +1,176 @@
+"""`tinylm reproduce committee`: claim 4, a soft committee of shallow members against one deep model.
+
+For every seed: N members of the shallow preset are pre-trained together on the same Wikipedia subset
+(committee_train.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
+pre-trained and fine-tuned on the same data with the single-model recipes. Accuracy against committee size k
+uses the trained members themselves: the N members split into N/k disjoint groups of k, each group one
+committee of k (independently trained members, so the groups are independent committees). All runs are cached
+by config hash under OUT/runs, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinylm.checkpoint import write_json
+from tinylm.committee import hard_vote, soft_vote
+from tinylm.committee_train import finetune_committee, pretrain_committee
+from tinylm.config import FinetuneConfig, PretrainConfig, replace
+from tinylm.data import load_task
+from tinylm.evaluate import Classifier, predict_proba
+from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info
+from tinylm.recipes.runs import cached_finetune, cached_pretrain, run_dir
+from tinylm.recipes.scales import SCALES, TASK_ORDER
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass
+class CommitteeScale:
+    """One scale of the committee experiment."""
+
+    name: str
+    members: int
+    member_model: str  # the shallow preset of every member
+    deep_model: str  # the deep model the committee is compared with
+    pretrain: PretrainConfig  # shared by both sides except `model`
+    finetune: FinetuneConfig
+    samples: dict[str, tuple[int, int]]  # task -> (train, test) per label
+    seeds: int
+    committee_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+
+COMMITTEE_SCALES: dict[str, CommitteeScale] = {
+    # The paper: 32 BERT-1 against BERT-6, the experiments' paper recipe (90k articles, 50 + 50 epochs).
+    "paper": CommitteeScale(
+        name="paper", members=32, member_model="bert-1", deep_model="bert-6",
+        pretrain=SCALES["paper"].pretrain, finetune=SCALES["paper"].finetune, samples=SCALES["paper"].samples,
+        seeds=1,
+    ),
+    # CPU: the experiments' CPU recipe and shipped 4k vocabulary, 128-wide cpu-1 members against cpu-6.
+    # 2,000 articles x 8 epochs = 500 MLM steps per member, the budget that fits 32 members + cpu-6 in
+    # about half an hour per seed on 2 cores.
+    "cpu": CommitteeScale(
+        name="cpu", members=32, member_model="cpu-1", deep_model="cpu-6",
+        pretrain=replace(SCALES["cpu"].pretrain, articles=2000), finetune=SCALES["cpu"].finetune,
+        samples=SCALES["cpu"].samples, seeds=1,
+    ),
+}
+
+
+def reproduce_committee(
+    scale: CommitteeScale,
+    out: str | os.PathLike,
+    *,
+    seeds: int | None = None,
+    members: int | None = None,
+    tasks: tuple[str, ...] = TASK_ORDER,
+    root: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train (or re-use) every run, then write OUT/results.json and the report (committee_report)."""
+    from tinylm.committee_report import render_committee_report
+
+    out, started = Path(out), time.perf_counter()
+    runs = out / "runs"
+    n = scale.members if members is None else members
+    if n < 1:
+        raise ValueError("--members must be at least 1")
+    sizes = tuple(k for k in scale.committee_sizes if k <= n)
+    n_seeds = seeds or scale.seeds
+    task_data = {t: load_task(t, root, train_per_label=scale.samples[t][0], test_per_label=scale.samples[t][1],
+                              seed=scale.finetune.data_seed, source=scale.finetune.data_source) for t in tasks}
+    records = []
+    for seed in tqdm(range(FIRST_SEED, FIRST_SEED + n_seeds), desc=f"reproduce committee ({scale.name})",
+                     unit="seed"):
+        shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
+        pre_dir = run_dir(runs, f"committee{n}-pretrain", shallow_pre)
+        if not (pre_dir / "summary.json").is_file():
+            pretrain_committee(shallow_pre, n, pre_dir, root=root, device=device)
+        deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
+        deep_dir = cached_pretrain(deep_pre, runs, root, device)
+        for task in tasks:
+            data = task_data[task]
+            ft = replace(scale.finetune, task=task, seed=seed, train_per_label=scale.samples[task][0],
+                         test_per_label=scale.samples[task][1])
+            shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
+            ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft)
+            if not (ft_dir / "metrics.json").is_file():
+                finetune_committee(shallow_ft, n, ft_dir, root=root, device=device, task_data=data)
+            committee_metrics = _read_json(ft_dir / "metrics.json")
+            deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, root, device, data)
+            deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
+            member_probs = np.load(ft_dir / "member_probs.npy")
+            labels = np.array([e.label for e in data.test])
+            records.append({
+                "task": task, "seed": seed, "members": n,
+                **committee_record(member_probs, labels, sizes),
+                "deep_accuracy": deep["accuracy"],
+                "committee_minus_deep": paired_bootstrap(soft_vote(member_probs).numpy(), deep_probs, labels,
+                                                         seed=seed),
+                "seconds": {"committee_pretrain": _read_json(pre_dir / "summary.json")["seconds"],
+                            "committee_finetune": committee_metrics["train_seconds"],
+                            "deep_pretrain": _read_json(deep_dir / "summary.json")["seconds"],
+                            "deep_finetune": deep["train_seconds"]},
+                "runs": {"committee_pretrain": pre_dir.name, "committee_finetune": ft_dir.name,
+                         "deep_pretrain": deep_dir.name, "deep_finetune": deep["run"]},
+                "pretrain_config": scale.pretrain.to_dict(), "finetune_config": ft.to_dict(),
+            })
+    results = {
+        "experiment": "committee",
+        "command": "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None,
+        "scale": scale.name, "members": n, "member_model": scale.member_model, "deep_model": scale.deep_model,
+        "committee_sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
+        "pretrain_articles": scale.pretrain.articles, "samples_per_label": {t: scale.samples[t] for t in tasks},
+        "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1), "records": records,
+    }
+    write_json(out / "results.json", results)
+    render_committee_report(results, out)
+    return results
+
+
+def committee_record(member_probs: np.ndarray, labels: np.ndarray, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Accuracies of the members and of every disjoint group of k consecutive members, soft and hard vote."""
+    n = member_probs.shape[0]
+    subsets: dict[str, dict[str, list[float]]] = {}
+    for k in sizes:
+        groups = [list(range(g * k, (g + 1) * k)) for g in range(n // k)]
+        subsets[str(k)] = {
+            "soft": [float((soft_vote(member_probs, g).argmax(-1).numpy() == labels).mean()) for g in groups],
+            "hard": [float((hard_vote(member_probs, g).numpy() == labels).mean()) for g in groups],
+        }
+    return {"member_accuracies": [float((p.argmax(-1) == labels).mean()) for p in member_probs],
+            "subsets": subsets}
+
+
+def paired_bootstrap(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, *, seed: int,
+                     samples: int = BOOTSTRAP_SAMPLES, confidence: float = 0.95) -> dict[str, float]:
+    """Accuracy of a minus accuracy of b on the same test texts, with a paired bootstrap interval over texts:
+    how much of the difference the test sample alone could produce (the trained models held fixed)."""
+    right_a = probs_a.argmax(-1) == labels
+    right_b = probs_b.argmax(-1) == labels
+    diff = right_a.astype(float) - right_b.astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    boot = diff[idx].mean(1)
+    tail = (1 - confidence) / 2
+    return {"difference": float(diff.mean()), "low": float(np.quantile(boot, tail)),
+            "high": float(np.quantile(boot, 1 - tail)), "samples": samples}
+
+
+def _deep_probs(run: Path, texts: list[str], precision: Any) -> np.ndarray:
+    clf = Classifier.load(run / "model")
+    return predict_proba(clf.model, clf.tokenizer, texts, precision=precision)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

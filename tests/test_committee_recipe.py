@@ -1,0 +1,109 @@
+"""`tinylm reproduce committee` at a tiny scale: committee training, the accuracy-vs-size records and the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinylm.cli import main
+from tinylm.committee import load_committee, soft_vote
+from tinylm.committee_train import finetune_committee, member_seeds, pretrain_committee
+from tinylm.config import replace
+from tinylm.recipes import committee as recipe
+from tinylm.recipes import runs as runs_module
+from tinylm.recipes.committee import CommitteeScale, committee_record, paired_bootstrap, reproduce_committee
+from tinylm.recipes.scales import SCALES
+
+TINY = CommitteeScale(
+    name="tiny", members=4, member_model="cpu-1", deep_model="cpu-6",
+    pretrain=replace(SCALES["cpu"].pretrain, articles=48, epochs=1, batch_size=16, seq_len=64),
+    finetune=replace(SCALES["cpu"].finetune, epochs=2, max_length=64),
+    samples={"ag_news": (6, 10)}, seeds=1, committee_sizes=(1, 2, 4, 8),
+)
+
+
+def test_committee_sweep_writes_records_and_report_then_reuses_runs(tmp_path, data_root, monkeypatch) -> None:
+    out = tmp_path / "committee"
+    results = reproduce_committee(TINY, out, tasks=("ag_news",), root=data_root)
+    assert results["committee_sizes"] == [1, 2, 4]  # sizes above the member count are dropped
+    (rec,) = results["records"]
+    # k = 1 committees are the members themselves; the k = N committee is the full soft vote.
+    assert rec["subsets"]["1"]["soft"] == rec["member_accuracies"]
+    assert len(rec["subsets"]["2"]["soft"]) == 2 and len(rec["subsets"]["4"]["soft"]) == 1
+    ft_dir = out / "runs" / rec["runs"]["committee_finetune"]
+    metrics = json.loads((ft_dir / "metrics.json").read_text())
+    assert rec["subsets"]["4"]["soft"][0] == pytest.approx(metrics["soft_vote"]["accuracy"])
+    # The stored committee reproduces the stored member probabilities.
+    committee = load_committee(ft_dir / "model")
+    assert committee.n == 4 and committee.label_names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert 0 <= rec["deep_accuracy"] <= 1
+    b = rec["committee_minus_deep"]
+    assert b["low"] <= b["difference"] <= b["high"]
+    for name in ("results.json", "report.md", "report.html", "accuracy_vs_members.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "committee of 4 minus cpu-6" in report and "| 4 |" in report
+
+    # A second call trains nothing.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    for name in ("pretrain_committee", "finetune_committee"):
+        monkeypatch.setattr(recipe, name, refuse)
+    monkeypatch.setattr(runs_module, "pretrain", refuse)
+    monkeypatch.setattr(runs_module, "finetune", refuse)
+    again = reproduce_committee(TINY, out, tasks=("ag_news",), root=data_root)
+    assert again["records"] == results["records"]
+
+
+def test_committee_training_gives_independent_members_and_resumes_exactly(tmp_path, data_root) -> None:
+    cfg = replace(TINY.pretrain, model="cpu-1", seed=3)
+    full = pretrain_committee(cfg, 3, tmp_path / "full", root=data_root)
+    assert full["steps"] == 3  # 48 articles / batch 16, one epoch
+    # Killed after one step and resumed: the same weights as the unbroken run.
+    pretrain_committee(cfg, 3, tmp_path / "resumed", root=data_root, stop_after=1)
+    pretrain_committee(cfg, 3, tmp_path / "resumed", root=data_root)
+    a, b = load_committee(tmp_path / "full" / "model"), load_committee(tmp_path / "resumed" / "model")
+    for (name, x), y in zip(a.stacked().items(), b.stacked().values(), strict=True):
+        assert torch.equal(x, y), name
+    # Members differ (own initialisation, order, masks); member 0 keeps the committee's seed.
+    emb = a.stacked()["bert.embeddings.word_embeddings.weight"]
+    assert not torch.equal(emb[0], emb[1])
+    assert member_seeds(3, 3) == [3, 1003, 2003]
+
+    ft = replace(TINY.finetune, task="ag_news", init=str(tmp_path / "full"), train_per_label=6, test_per_label=10)
+    result = finetune_committee(ft, 3, tmp_path / "ft", root=data_root)
+    probs = np.load(tmp_path / "ft" / "member_probs.npy")
+    assert probs.shape == (3, 40, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    labels = np.load(tmp_path / "ft" / "test_labels.npy")
+    assert result["soft_vote"]["accuracy"] == pytest.approx(float((soft_vote(probs).argmax(-1).numpy() == labels)
+                                                                  .mean()))
+    # The fine-tuned encoders started from the pre-trained ones (not from fresh weights).
+    ft_committee = load_committee(tmp_path / "ft" / "model")
+    pre_emb, ft_emb = emb, ft_committee.stacked()["bert.embeddings.word_embeddings.weight"]
+    fresh = torch.nn.init.normal_(torch.empty_like(pre_emb[0]), std=0.02)
+    assert (ft_emb - pre_emb).abs().mean() < (fresh - pre_emb[0]).abs().mean() / 4
+
+
+def test_committee_record_and_bootstrap_on_known_votes() -> None:
+    labels = np.array([0, 1, 1, 0])
+    # Member 0 right on all, member 1 right on the first two, members 2-3 wrong everywhere but confident-free.
+    eye = np.eye(2, dtype=np.float32)
+    right = eye[labels]
+    wrong = eye[1 - labels]
+    half = np.stack([right[0], right[1], wrong[2], wrong[3]])
+    probs = np.stack([right, half, wrong * 0.6 + right * 0.4, wrong * 0.6 + right * 0.4])
+    rec = committee_record(probs, labels, (1, 2, 4))
+    assert rec["member_accuracies"] == [1.0, 0.5, 0.0, 0.0]
+    assert rec["subsets"]["1"]["soft"] == [1.0, 0.5, 0.0, 0.0]
+    assert rec["subsets"]["2"]["soft"] == [0.75, 0.0]  # members 0+1: texts 2-3 tie at 0.5 -> class 0
+    b = paired_bootstrap(right, wrong, labels, seed=0)
+    assert b["difference"] == 1.0 and b["low"] == 1.0 and b["high"] == 1.0
+
+
+def test_cli_reproduce_committee_rejects_bad_members(tmp_path) -> None:
+    assert main(["reproduce", "committee", "--members", "0", "--out", str(tmp_path / "x")]) == 2
