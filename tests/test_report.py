@@ -190,3 +190,15 @@ def test_load_records_checks_its_input(tmp_path: Path) -> None:
         load_records([{"experiment": "gap", "task": "ag_news"}])
     with pytest.raises(ValueError, match="no run records"):
         load_records([])
+
+
+def test_compute_counts_each_run_once_even_when_experiments_share_it() -> None:
+    from tinylm.report import _compute_text
+
+    shared = {"runs": {"pretrain": "pretrain-a", "finetune": "finetune-b", "scratch": "finetune-c"},
+              "timings": {"pretrain": 3600.0, "finetune": 360.0, "scratch": 360.0}}
+    gap = {"experiment": "gap", "seconds": 4320.0, **shared}
+    size = {"experiment": "size", "seconds": 4320.0, **shared}
+    assert _compute_text([gap, size]) == "compute 1.20 h over 3 timed runs"
+    assert _compute_text([{"seconds": 1800.0}]) == "compute 0.50 h over 1 timed runs"
+    assert _compute_text([{}]) == "no run times recorded"

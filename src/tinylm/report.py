@@ -378,6 +378,23 @@ def _summary_line(claim: str, verdicts: Sequence[tuple[str, str]]) -> str:
     return f"{claim}: {'; '.join(parts)}."
 
 
+def _compute_text(records: Sequence[Mapping[str, Any]]) -> str:
+    """Total training time, each run counted once: experiments share runs (the size sweep's largest point is
+    experiment 1's pair, every pre-trained model serves all tasks), so summing records would count them again."""
+    by_run: dict[str, float] = {}
+    loose: list[float] = []  # records without run names: their own seconds, as given
+    for r in records:
+        if r.get("runs") and r.get("timings"):
+            for kind, name in r["runs"].items():
+                if r["timings"].get(kind) is not None:
+                    by_run[name] = float(r["timings"][kind])
+        elif r.get("seconds") is not None:
+            loose.append(float(r["seconds"]))
+    if not by_run and not loose:
+        return "no run times recorded"
+    return f"compute {(sum(by_run.values()) + sum(loose)) / 3600:.2f} h over {len(by_run) + len(loose)} timed runs"
+
+
 def build_blocks(records: Sequence[Mapping[str, Any]], paper: PaperNumbers | None = None,
                  confidence: float = 0.95, measure: str = DEFAULT_MEASURE,
                  figures: Mapping[str, str] | None = None) -> list[Block]:
@@ -386,8 +403,7 @@ def build_blocks(records: Sequence[Mapping[str, Any]], paper: PaperNumbers | Non
     cells = summarise(records, confidence)
     pct = f"{confidence:.0%}"
     lo, hi = min(c.gap.n for c in cells), max(c.gap.n for c in cells)
-    timed = [r["seconds"] for r in records if r.get("seconds") is not None]
-    compute = f"compute {sum(timed) / 3600:.2f} h over {len(timed)} timed runs" if timed else "no run times recorded"
+    compute = _compute_text(records)
     blocks: list[Block] = [
         Heading("tinylm: the paper's experiments 1-3", 1),
         Para(f"{len(records)} runs in {len(cells)} points (experiment, task, pre-training size); "
