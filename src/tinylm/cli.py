@@ -185,7 +185,12 @@ def _print_demo(r: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2, never a traceback."""
+    """Entry point: user errors print one line and exit 2, never a traceback.
+
+    Under torchrun (docs/gpu_runbook.md) every rank runs the same command and computes the same results; only
+    rank 0 prints them, and each rank leaves the process group that pretrain/finetune joined."""
+    if os.environ.get("RANK", "0") != "0":
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     try:
         return run(argv)
     except (DataError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
@@ -196,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinylm: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # only a run that trained can have joined a process group
+            from tinylm.distributed import shutdown_distributed
+
+            shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from tinylm.checkpoint import load_model, read_model_config, save_model, write_json
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData, load_task
+from tinylm.distributed import barrier, init_distributed
 from tinylm.evaluate import evaluate_model
 from tinylm.model import BertForClassification
 from tinylm.pretrain import model_folder
@@ -91,8 +93,14 @@ def finetune(
     task_data: TaskData | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, save out/model, evaluate on the task's test sample and write out/metrics.json."""
+    """Fine-tune, save out/model, evaluate on the task's test sample and write out/metrics.json.
+
+    Under torchrun every rank calls this with the same arguments: training is data-parallel over the ranks,
+    rank 0 evaluates (on its device) and writes the run folder, and every rank returns rank 0's metrics.
+    """
     configure_threads()
+    dev = pick_device(device)
+    world = init_distributed(dev)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
     task = task_data or load_task(
         cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
@@ -102,8 +110,8 @@ def finetune(
     model, tokenizer = build_classifier(cfg, task.num_labels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "finetune_config.json", cfg.to_dict())
-    dev = pick_device(device)
+    if world.is_main:
+        write_json(out / "finetune_config.json", cfg.to_dict())
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]
@@ -113,11 +121,10 @@ def finetune(
         grad_clip=cfg.grad_clip or None, desc=f"finetune {cfg.task} ({'pretrained' if cfg.init else 'scratch'})",
     )
     meta = {"recipe": "finetune", "config": config_hash(cfg)}
-    train_model = torch.compile(model) if cfg.compile else model
     state = train_loop(
-        train_model,
+        model,
         lambda e: ClassificationBatches(ids, labels, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, e),
-        loop, out, dev, meta, stop_after=stop_after,
+        loop, out, dev, meta, stop_after=stop_after, world=world, compile=cfg.compile,
     )
     result: dict[str, Any] = {
         "task": cfg.task,
@@ -130,12 +137,15 @@ def finetune(
         "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
     }
     if state.epoch < cfg.epochs:
+        barrier(world)
         return result  # interrupted on purpose (stop_after): the checkpoint holds the state
-    model.cpu()
-    metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
-                             precision=cfg.precision)
-    result.update(metrics)
-    save_model(model, out / "model", tokenizer, label_names=task.label_names,
-               extra={"finetune": cfg.to_dict(), "metrics": metrics})
-    write_json(out / "metrics.json", result)
-    return result
+    if world.is_main:
+        # Evaluated where it trained (a GPU evaluates the test sample in seconds); saved from the CPU.
+        metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
+                                 precision=cfg.precision)
+        result.update(metrics)
+        save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
+                   extra={"finetune": cfg.to_dict(), "metrics": metrics})
+        write_json(out / "metrics.json", result)
+    barrier(world)  # every rank returns with the run folder complete and rank 0's metrics
+    return result if world.is_main else json.loads((out / "metrics.json").read_text())

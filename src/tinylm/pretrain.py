@@ -18,6 +18,7 @@ from tinylm.checkpoint import save_model, write_json
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.paths import cache_dir
+from tinylm.distributed import barrier, init_distributed, main_first
 from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
@@ -115,26 +116,31 @@ def pretrain(
     device: str | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict."""
+    """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict.
+
+    Under torchrun every rank calls this with the same arguments: the run is data-parallel over the ranks
+    (training.train_loop), rank 0 writes the run folder, and every rank returns once the model is saved.
+    """
     configure_threads()
+    dev = pick_device(device)
+    world = init_distributed(dev)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
     articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
     texts = [a.text for a in articles]
     base = resolve_model_config(cfg.model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "pretrain_config.json", cfg.to_dict())
-    dev = pick_device(device)
-    tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
+    if world.is_main:
+        write_json(out / "pretrain_config.json", cfg.to_dict())
+    with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
+        tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
+        ids = encode_cached(tokenizer, texts, cfg.seq_len)
     model_cfg = replace(base, vocab_size=len(tokenizer))
     if cfg.seq_len > model_cfg.max_position_embeddings:
         raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {model_cfg.max_position_embeddings} positions")
-    ids = encode_cached(tokenizer, texts, cfg.seq_len)
 
     seed_everything(cfg.seed)
     model = BertForMLM(model_cfg)
-    if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
     loop = LoopConfig(
         epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
         schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
@@ -142,7 +148,8 @@ def pretrain(
     )
     meta = {"recipe": "pretrain", "config": config_hash(cfg)}
     state = train_loop(
-        model, lambda e: MLMBatches(ids, tokenizer, cfg, e), loop, out, dev, meta, stop_after=stop_after
+        model, lambda e: MLMBatches(ids, tokenizer, cfg, e), loop, out, dev, meta, stop_after=stop_after,
+        world=world, compile=cfg.compile,
     )
     summary = {
         "steps": state.step,
@@ -154,11 +161,12 @@ def pretrain(
         "articles": len(articles),
         "vocab_size": len(tokenizer),
         "device": str(dev),
+        "processes": world.size,
     }
-    if state.epoch >= cfg.epochs:
-        raw_model = getattr(model, "_orig_mod", model)
-        save_model(raw_model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
+    if state.epoch >= cfg.epochs and world.is_main:
+        save_model(model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
         write_json(out / "summary.json", summary)
+    barrier(world)  # every rank returns with the run folder complete (a sweep's next run reads it)
     return summary
 
 

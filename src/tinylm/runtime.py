@@ -13,10 +13,13 @@ from tinylm.config import Precision
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if requested:
+    """CUDA when present (or asked for), else CPU. Under torchrun, LOCAL_RANK picks the GPU of a plain "cuda"."""
+    if requested and requested != "cuda":
         return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" or torch.cuda.is_available():
+        local_rank = os.environ.get("LOCAL_RANK")
+        return torch.device(f"cuda:{local_rank}" if local_rank is not None else "cuda")
+    return torch.device("cpu")
 
 
 def effective_precision(precision: Precision, device: torch.device) -> Precision:
@@ -41,9 +44,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The seed for one optimizer step: resuming at any step replays the same dropout and masks."""
-    return (seed * 1_000_003 + step) % 2**63
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed for one optimizer step: resuming at any step replays the same dropout and masks.
+
+    Each data-parallel rank draws its own dropout masks (rank r > 0 shifts the stream), so the ranks' rows are
+    not dropped alike; rank 0 (and a single process) keeps the original stream.
+    """
+    return (seed * 1_000_003 + step + rank * (1 << 40)) % 2**63
 
 
 def configure_threads() -> None:

@@ -3,6 +3,10 @@
 Resumability is by construction: batch i of epoch e is a pure function of (seed, e, i), and dropout is
 re-seeded from (seed, step) before every step, so a run resumed from its last checkpoint replays exactly the
 steps an unbroken run would have taken.
+
+Under torchrun (`world` with several ranks) the loop is data-parallel (distributed.py): every rank takes its
+rows of each global batch and DDP averages the gradients, so the ranks together take the steps one process
+would; only rank 0 writes checkpoints, logs and the progress bar, and every rank resumes from them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tqdm.auto import tqdm
 
 from tinylm.checkpoint import atomic_dir, write_json
 from tinylm.config import Precision
+from tinylm.distributed import SINGLE, World, data_parallel, global_mean_loss, shard_batch, weighted_loss
 from tinylm.runtime import autocast, effective_precision, step_seed
 
 Batch = dict[str, Tensor]
@@ -44,6 +49,7 @@ class LoopConfig:
     save_every: int
     grad_clip: float | None = 1.0
     desc: str = "train"
+    tune_allocator: bool = True  # CPU: tune_cpu_allocator (off for committees, see there)
 
 
 @dataclass
@@ -71,18 +77,21 @@ def lr_at(cfg: LoopConfig, step: int, epoch: int, steps_per_epoch: int) -> float
 _ALLOCATOR_TUNED = False
 
 
-def tune_cpu_allocator() -> bool:
+def tune_cpu_allocator(enable: bool = True) -> bool:
     """Make glibc keep freed memory in the process: no mmap for large blocks, no trimming of the heap.
 
     A training step frees and re-allocates the same large activation buffers every step. By default glibc
     serves each block over its mmap threshold with a fresh mapping that the kernel zeroes and faults in again,
     step after step (on the 2-core reference machine: 6 % of a BERT-6 step, 3x the cost of filling a fresh
-    50 MB tensor). Process-wide, done once; the process keeps its peak memory. Returns whether it applied:
-    not off Linux/glibc, nor with TINYLM_TUNE_MALLOC=0.
+    50 MB tensor). Process-wide; the process keeps its peak memory. That suits one model's steady shapes, but
+    not a 32-member committee, whose many large blocks of varying size fragment a heap that is never trimmed:
+    its resident memory grew past 21 GB in 250 pre-training steps (under 4 GB with glibc's defaults), so
+    committees train with `enable=False`, which restores the defaults. Returns whether the tuning is in force:
+    never off Linux/glibc, nor with TINYLM_TUNE_MALLOC=0.
     """
     global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
+    if enable == _ALLOCATOR_TUNED:
+        return _ALLOCATOR_TUNED
     if os.environ.get("TINYLM_TUNE_MALLOC", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -90,10 +99,17 @@ def tune_cpu_allocator() -> bool:
     except OSError:
         return False
     m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # mallopt parameters from glibc's malloc.h
-    ok = libc.mallopt(m_mmap_max, 0) == 1
-    ok = ok and libc.mallopt(m_trim_threshold, 1 << 40) == 1 and libc.mallopt(m_top_pad, 64 << 20) == 1
-    _ALLOCATOR_TUNED = ok
-    return ok
+    if enable:
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok = ok and libc.mallopt(m_trim_threshold, 1 << 40) == 1 and libc.mallopt(m_top_pad, 64 << 20) == 1
+        _ALLOCATOR_TUNED = ok
+    else:  # glibc's defaults
+        libc.mallopt(m_mmap_max, 65536)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+        libc.mallopt(m_top_pad, 128 * 1024)
+        libc.malloc_trim(0)
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
 
 
 def make_optimizer(model: nn.Module, cfg: LoopConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -114,18 +130,21 @@ def train_step(
     device: torch.device,
     grad_clip: float | None,
     clip: Callable[[Any, float], Any] | None = None,
+    loss_weight: float | None = None,
 ) -> Any:
     """One optimizer step on one batch (already on `device`); returns the model's output (loss not synced).
 
     The loss is computed under autocast for `precision` (bf16 on CPU), gradients are clipped to `grad_clip`
     when it is set (by `clip(model, grad_clip)`; default: one global norm over all parameters), and the scaler
-    is a no-op unless precision is fp16. train_loop calls exactly this, the committee calls it with per-member
-    clipping, and benchmarks/train_speed.py times exactly this.
+    is a no-op unless precision is fp16. `loss_weight` scales a data-parallel rank's loss to its share of the
+    global batch (distributed.weighted_loss). train_loop calls exactly this, the committee calls it with
+    per-member clipping, and benchmarks/train_speed.py times exactly this.
     """
     with autocast(device, precision):
         out = model(**batch)
     opt.zero_grad(set_to_none=True)
-    scaler.scale(out.loss).backward()
+    loss = out.loss if loss_weight is None else weighted_loss(out, loss_weight)
+    scaler.scale(loss).backward()
     if grad_clip:
         scaler.unscale_(opt)
         if clip is None:
@@ -155,7 +174,9 @@ def load_checkpoint(
         raise RuntimeError(
             f"{ckpt} was written by a run with a different configuration; use another --out or delete it"
         )
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    # Checkpoints hold the bare model's names; older ones of compiled runs carry torch.compile's prefix.
+    weights = {k.removeprefix("_orig_mod."): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    model.load_state_dict(weights)
     opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     return LoopState(**saved)
 
@@ -171,63 +192,80 @@ def train_loop(
     *,
     optimizer: Callable[[nn.Module, LoopConfig, torch.device], torch.optim.Optimizer] = make_optimizer,
     clip: Callable[[Any, float], Any] | None = None,
+    world: World = SINGLE,
+    compile: bool = False,
+    progress: bool | None = None,
 ) -> LoopState:
     """Train `model` for cfg.epochs, checkpointing to out/checkpoint and resuming from it if present.
 
-    `epoch_batches(e)` returns the (lazily built) batches of epoch e. `meta` identifies the run: a checkpoint
-    written under different meta is refused. `stop_after` ends the run after that many steps (tests use it to
-    simulate a killed run). `optimizer` and `clip` replace the optimizer factory and the gradient clipping
-    (a committee decays and clips each member on its own).
+    `epoch_batches(e)` returns the (lazily built) global batches of epoch e. `meta` identifies the run: a
+    checkpoint written under different meta is refused. `stop_after` ends the run after that many steps (tests
+    use it to simulate a killed run). `optimizer` and `clip` replace the optimizer factory and the gradient
+    clipping (a committee decays and clips each member on its own). `world`: data-parallel ranks (torchrun);
+    `compile`: run the (DDP-wrapped) model through torch.compile; `progress`: show the bar (default: rank 0).
+    `model` itself stays the bare module: its weights are the trained ones on return.
     """
     precision = effective_precision(cfg.precision, device)
     if device.type == "cpu":
-        tune_cpu_allocator()
+        tune_cpu_allocator(cfg.tune_allocator)
     model.to(device).train()
     opt = optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = load_checkpoint(out, model, opt, meta) or LoopState()
+    step_model = data_parallel(model, world, device)
+    if compile:
+        step_model = torch.compile(step_model)  # type: ignore[assignment]
     steps_per_epoch = len(epoch_batches(0))
     total = cfg.epochs * steps_per_epoch
-    bar = tqdm(total=total, initial=state.step, desc=cfg.desc, unit="step", dynamic_ncols=True)
-    log = (out / "log.jsonl").open("a")
+    writes = world.is_main  # checkpoints and logs: one writer, every rank reads them on resume
+    bar = tqdm(total=total, initial=state.step, desc=cfg.desc, unit="step", dynamic_ncols=True,
+               disable=not (writes if progress is None else progress))
+    log = (out / "log.jsonl").open("a") if writes else None
     t0 = time.perf_counter()
     while state.epoch < cfg.epochs:
         batches = epoch_batches(state.epoch)
         while state.batch < len(batches):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batches[state.batch].items()}
-            torch.manual_seed(step_seed(cfg.seed, state.step))
+            global_batch = batches[state.batch]
+            local, weight = shard_batch(global_batch, world) if world.distributed else (global_batch, None)
+            batch = {k: v.to(device, non_blocking=True) for k, v in local.items()}
+            torch.manual_seed(step_seed(cfg.seed, state.step, world.rank))
             lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            step_out = train_step(model, batch, opt, scaler, precision, device, cfg.grad_clip, clip)
+            step_out = train_step(step_model, batch, opt, scaler, precision, device, cfg.grad_clip, clip,
+                                  loss_weight=weight)
             # A committee's loss is the sum over its members; its log shows the mean member's.
             member_losses = getattr(step_out, "member_losses", None)
             loss = (step_out.loss if member_losses is None else member_losses.mean()).detach()
+            if weight is not None:
+                loss = global_mean_loss(loss, weight, world)
 
             state.step += 1
             state.batch += 1
             state.losses.append(round(loss.item(), 6))
-            state.tokens += int(batch["attention_mask"].sum())
+            state.tokens += int(global_batch["attention_mask"].sum())
             elapsed = state.seconds + time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{state.losses[-1]:.3f}", epoch=state.epoch + 1)
-            log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
-                                  "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
+            if log is not None:
+                log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
+                                      "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
             last_of_epoch = state.batch == len(batches)
             if last_of_epoch:
                 state.epoch, state.batch = state.epoch + 1, 0
             if last_of_epoch or state.step % cfg.save_every == 0:
                 state.seconds = state.seconds + time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(out, model, opt, state, meta)
+                if writes:
+                    save_checkpoint(out, model, opt, state, meta)
             if stop_after is not None and state.step >= stop_after:
-                state.seconds += time.perf_counter() - t0
-                bar.close()
-                log.close()
-                return state
+                break
             if last_of_epoch:
                 break
+        if stop_after is not None and state.step >= stop_after:
+            break
     state.seconds += time.perf_counter() - t0
     bar.close()
-    log.close()
+    if log is not None:
+        log.close()
     return state

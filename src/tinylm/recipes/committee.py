@@ -26,6 +26,7 @@ from tinylm.committee import hard_vote, soft_vote
 from tinylm.committee_train import finetune_committee, pretrain_committee
 from tinylm.config import FinetuneConfig, PretrainConfig, replace
 from tinylm.data import load_task
+from tinylm.distributed import is_main_process
 from tinylm.evaluate import Classifier, predict_proba
 from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info
 from tinylm.recipes.runs import cached_finetune, cached_pretrain, run_dir
@@ -91,6 +92,7 @@ def reproduce_committee(
                               seed=scale.finetune.data_seed, source=scale.finetune.data_source) for t in tasks}
     records = []
     for seed in tqdm(range(FIRST_SEED, FIRST_SEED + n_seeds), desc=f"reproduce committee ({scale.name})",
+                     disable=not is_main_process(),
                      unit="seed"):
         shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
         pre_dir = run_dir(runs, f"committee{n}-pretrain", shallow_pre)
@@ -133,8 +135,9 @@ def reproduce_committee(
         "pretrain_articles": scale.pretrain.articles, "samples_per_label": {t: scale.samples[t] for t in tasks},
         "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1), "records": records,
     }
-    write_json(out / "results.json", results)
-    render_committee_report(results, out)
+    if is_main_process():  # under torchrun every rank runs the sweep (the runs are shared); one writes the report
+        write_json(out / "results.json", results)
+        render_committee_report(results, out)
     return results
 
 

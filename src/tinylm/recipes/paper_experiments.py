@@ -21,8 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from tinylm.checkpoint import write_json
-from tinylm.config import replace
+from tinylm.config import FinetuneConfig, replace
 from tinylm.data import load_articles, load_task
+from tinylm.distributed import env_world, is_main_process
 from tinylm.overlap import overlap_report
 from tinylm.recipes.runs import cached_finetune, cached_pretrain
 from tinylm.recipes.scales import TASK_ORDER, Scale
@@ -65,16 +66,12 @@ def reproduce(
 
     pairs: dict[tuple[str, int, int], dict[str, Any]] = {}
     plan = [(seed, size) for seed in range(FIRST_SEED, FIRST_SEED + n_seeds) for size in sizes]
-    for seed, size in tqdm(plan, desc=f"reproduce {'+'.join(experiments)} ({scale.name})", unit="model"):
+    for seed, size in tqdm(plan, desc=f"reproduce {'+'.join(experiments)} ({scale.name})", unit="model",
+                           disable=not is_main_process()):
         pre_cfg = replace(scale.pretrain, articles=size, seed=seed)
         pre_dir = cached_pretrain(pre_cfg, runs, root, device)
         for task in tasks:
-            ft = replace(scale.finetune, task=task, seed=seed, train_per_label=scale.samples[task][0],
-                         test_per_label=scale.samples[task][1])
-            pretrained = cached_finetune(replace(ft, init=str(pre_dir)), runs, root, device, task_data[task])
-            # The twin: same everything, but fresh weights (init=None) and the pre-training run's tokenizer.
-            scratch = cached_finetune(replace(ft, tokenizer=scale.pretrain.tokenizer), runs, root, device,
-                                      task_data[task])
+            pretrained, scratch, ft = finetune_pair(scale, task, seed, pre_dir, runs, root, device, task_data[task])
             pairs[(task, size, seed)] = {
                 "pretrained": pretrained, "scratch": scratch, "pretrain_run": pre_dir.name,
                 "pretrain_seconds": _summary_seconds(pre_dir),
@@ -113,9 +110,24 @@ def reproduce(
         "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1),
         "records": records,
     }
-    write_json(out / "results.json", results)
-    render_report(records, out, PAPER_NUMBERS)
+    if is_main_process():  # under torchrun every rank runs the sweep (the runs are shared); one writes the report
+        write_json(out / "results.json", results)
+        render_report(records, out, PAPER_NUMBERS)
     return results
+
+
+def finetune_pair(scale: Scale, task: str, seed: int, pre_dir: Path, runs: Path, root: str | os.PathLike | None,
+                  device: str | None, data: Any) -> tuple[dict[str, Any], dict[str, Any], FinetuneConfig]:
+    """The fine-tuning of the model in pre_dir on `task` and of its from-scratch twin (both cached by config).
+
+    Returns (pre-trained metrics, scratch metrics, the shared fine-tuning config without init).
+    """
+    ft = replace(scale.finetune, task=task, seed=seed, train_per_label=scale.samples[task][0],
+                 test_per_label=scale.samples[task][1])
+    pretrained = cached_finetune(replace(ft, init=str(pre_dir)), runs, root, device, data)
+    # The twin: same everything, but fresh weights (init=None) and the pre-training run's tokenizer.
+    scratch = cached_finetune(replace(ft, tokenizer=scale.pretrain.tokenizer), runs, root, device, data)
+    return pretrained, scratch, ft
 
 
 def token_overlaps(scale: Scale, sizes: tuple[int, ...], task_data: dict[str, Any],
@@ -149,4 +161,5 @@ def machine_info() -> dict[str, Any]:
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "processes": env_world().size}

@@ -23,9 +23,14 @@ def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig) -> Path
     return runs / f"{kind}-{config_hash(key)}"
 
 
-def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: str | None = None) -> Path:
-    """The finished pre-training run folder for `cfg`, training it first if needed."""
-    out = run_dir(runs, "pretrain", cfg)
+def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: str | None = None,
+                    kind: str = "pretrain") -> Path:
+    """The finished pre-training run folder for `cfg`, training it first if needed.
+
+    kind prefixes the folder name: a run on other articles than the config names (a data folder holding a
+    selected subset, see tinylm.recipes.selection) passes a kind naming that subset, so the caches never mix.
+    """
+    out = run_dir(runs, kind, cfg)
     if not (out / "summary.json").is_file():
         pretrain(cfg, out, root=root, device=device)
     return out
