@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tinylm.cli_selection import add_parsers as add_selection_parsers
+from tinylm.cli_selection import run_estimate, run_select
+from tinylm.cli_selection import run_reproduce as run_selection_reproduce
 from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
 from tinylm.data import DataError
+from tinylm.deploy_cli import add_deploy_parsers, add_runtime_flags, run_deploy
 
 
 def _parse_bool(text: str) -> bool:
@@ -82,20 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin)")
     r.add_argument("model", help="a fine-tuned model folder (or its run folder)")
     r.add_argument("texts", nargs="*")
+    add_runtime_flags(r)
 
     d = sub.add_parser("demo", help="pre-train, fine-tune and compare to a from-scratch twin on shipped data")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seed", type=int, default=42)
 
     x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee"])
+    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee", "selection"])
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
     x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
     x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
+    add_selection_parsers(sub, x)  # select, estimate, and the flags of `reproduce selection`
 
     sub.add_parser("presets", help="list model and recipe presets")
+    add_deploy_parsers(sub)  # serve, export onnx
     return parser
 
 
@@ -131,14 +138,16 @@ def run(argv: Sequence[str] | None = None) -> int:
             write_json(args.out, metrics)
         _print_json(metrics if not args.out else {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
     elif args.command == "predict":
-        from tinylm.evaluate import Classifier
+        from tinylm.inference import Predictor
 
         texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
         if not texts:
             raise ValueError("no text given: pass texts as arguments or one per line on stdin")
-        clf = Classifier.load(args.model, device=args.device)
-        for text, pred in zip(texts, clf.predict(texts), strict=True):
+        predictor = Predictor.load(args.model, args.runtime, device=args.device, onnx_path=args.onnx)
+        for text, pred in zip(texts, predictor.predict(texts), strict=True):
             print(json.dumps({"text": text, **pred}))
+    elif args.command in ("serve", "export"):
+        run_deploy(args)
     elif args.command == "demo":
         from tinylm.demo import run_demo
 
@@ -154,6 +163,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}")
         if args.seeds is not None and args.seeds < 1:
             raise ValueError("--seeds must be at least 1")
+        if args.experiment == "selection":
+            return run_selection_reproduce(args, tasks)
         if args.experiment == "committee":
             from tinylm.recipes.committee import COMMITTEE_SCALES, reproduce_committee
 
@@ -166,6 +177,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                             root=args.data, device=args.device)
         print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
               f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plots)")
+    elif args.command == "select":
+        return run_select(args)
+    elif args.command == "estimate":
+        return run_estimate(args)
     elif args.command == "presets":
         _print_json({
             "models": {k: v.to_dict() for k, v in MODEL_PRESETS.items()},
