@@ -18,10 +18,15 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tinylm.report import Block, Bullets, Heading, Image, Para, Table, _task_key, fmt_mean_ci, to_html, to_markdown
+from tinylm.report import Block, Bullets, Heading, Image, Para, Table, _task_key, to_html, to_markdown
 from tinylm.stats import MeanCI, mean_ci
 
 PLOT = "accuracy_vs_members.png"
+
+
+def _pct(m: MeanCI) -> str:
+    """'72.9 ± 2.6' (percent), or '72.9' where there is no interval; the count has its own column."""
+    return f"{100 * m.mean:.1f} ± {100 * m.half_width:.1f}" if m.has_ci else f"{100 * m.mean:.1f}"
 
 
 def _subset_ci(records: Sequence[Mapping[str, Any]], k: int, vote: str) -> MeanCI:
@@ -51,6 +56,7 @@ def plot_accuracy_vs_members(results: Mapping[str, Any], path: Path) -> Path:
         ax.axhline(100 * deep.mean, color="black", lw=1.2, label=results["deep_model"])
         if deep.has_ci:
             ax.axhspan(100 * deep.low, 100 * deep.high, color="black", alpha=0.1)
+        ax.set_ylim(top=min(100.0, ax.get_ylim()[1]))  # wide intervals of 2 committees run past 100 %
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(k) for k in sizes])
         ax.set_title(task)
@@ -92,7 +98,7 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         Heading(f"tinylm: soft committee of {n} x {shallow} against {deep} (claim 4)", 1),
         Para(f"Scale {results['scale']}: {results['pretrain_articles']:,} pre-training articles for every model, "
              f"{seeds} seed{'s' if seeds != 1 else ''}; compute {sum(unique.values()) / 3600:.2f} h over "
-             f"{len(unique)} runs on {results['machine'].get('cpu')} ({results['machine'].get('threads')} threads"
+             f"{len(unique)} runs on {results['machine'].get('cpu')} (threads: {results['machine'].get('threads')}"
              f"{', GPU ' + results['machine']['gpu'] if results['machine'].get('gpu') else ''})."),
         Para("Accuracies are test accuracies in percent. A committee of k is each of the N/k disjoint groups of k "
              "trained members (independent committees); '±' is the half-width of the 95 % Student-t interval "
@@ -105,6 +111,16 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         diffs = mean_ci([r["committee_minus_deep"]["difference"] for r in recs])
         findings.append(committee_finding(task, diffs, [r["committee_minus_deep"] for r in recs], n, deep))
     blocks.append(Bullets(findings))
+    side = {kind: sum(unique[r["runs"][kind]] for r in {r["runs"][kind]: r for r in records}.values())
+            for kind in ("committee_pretrain", "committee_finetune", "deep_pretrain", "deep_finetune")}
+    blocks.append(Para(
+        f"Training time (wall clock as measured, so only a rough guide on a shared machine): the committee "
+        f"{(side['committee_pretrain'] + side['committee_finetune']) / 60:.0f} min "
+        f"(pre-training {side['committee_pretrain'] / 60:.0f}), {deep} "
+        f"{(side['deep_pretrain'] + side['deep_finetune']) / 60:.0f} min (pre-training "
+        f"{side['deep_pretrain'] / 60:.0f}). Both sides see the same articles for the same epochs; the committee "
+        f"does the training work of {n} {shallow} models. Inference latency is measured separately by "
+        "benchmarks/committee_latency.py."))
     if figure:
         blocks.append(Image(figure, f"accuracy against committee size, with {deep}"))
     for task, recs in tasks.items():
@@ -112,11 +128,11 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         rows = []
         for k in sizes:
             soft, hard = _subset_ci(recs, k, "soft"), _subset_ci(recs, k, "hard")
-            rows.append([str(k), str(soft.n), fmt_mean_ci(soft), fmt_mean_ci(hard)])
+            rows.append([str(k), str(soft.n), _pct(soft), _pct(hard)])
         members = mean_ci([a for r in recs for a in r["member_accuracies"]])
-        rows.append([f"mean single member ({shallow})", str(members.n), fmt_mean_ci(members), "–"])
+        rows.append([f"mean single member ({shallow})", str(members.n), _pct(members), "–"])
         deep_ci = mean_ci([r["deep_accuracy"] for r in recs])
-        rows.append([deep, str(deep_ci.n), fmt_mean_ci(deep_ci), "–"])
+        rows.append([f"{deep} (seeds)", str(deep_ci.n), _pct(deep_ci), "–"])
         blocks.append(Table(["Members k", "Committees", "Soft vote acc. (%)", "Hard vote acc. (%)"], rows))
     blocks.append(Heading("Runs", 2))
     blocks.append(Table(
