@@ -62,7 +62,7 @@ def run_select(args: argparse.Namespace) -> int:
     summary = select(SCALES[args.scale], args.task, args.articles, args.out, measure=args.measure, seed=args.seed,
                      min_count=args.min_count, split=args.split, pool_path=args.pool, root=args.data)
     print(json.dumps(summary, indent=2))
-    print(f"pre-train on it: tinylm pretrain --data {args.out} --articles {args.articles} ...")
+    print(f"pre-train on it: tinylm --data {args.out} pretrain --articles {args.articles} ...")
     return 0
 
 

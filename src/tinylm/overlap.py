@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 if TYPE_CHECKING:  # only a type here; importing transformers would slow down report-only users
     from transformers import PreTrainedTokenizerFast
@@ -157,6 +156,8 @@ def fit_line(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, c
         raise ValueError(f"a line needs at least 2 points, got {len(xs)}")
     if np.all(xs == xs[0]):
         raise ValueError("x is constant: no line can be fitted")
+    from scipy import stats  # here, not at import: the CLI imports this module to build its parser
+
     line = stats.linregress(xs, ys)
     if np.all(ys == ys[0]):  # pearsonr would warn and return NaN; say so without the warning
         return LineFit(float(line.slope), float(line.intercept), float("nan"), None, float("nan"), len(xs))

@@ -36,11 +36,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from tinylm.overlap import WEIGHTED_MIN_COUNT
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 SELECTION_MEASURES: tuple[str, ...] = ("weighted", "mass", "token", "type")
 DEFAULT_SELECTION_MEASURE = "weighted"
@@ -52,6 +55,8 @@ def count_matrix(ids: np.ndarray, vocab_size: int, exclude: Iterable[int] = ()) 
 
     Pass tokenizer.all_special_ids as `exclude`, as the overlap measures do (pad included).
     """
+    from scipy import sparse  # here, not at import: the CLI imports this module to build its parser
+
     ids = np.asarray(ids)
     if ids.ndim != 2:
         raise ValueError(f"expected a 2-D (articles x positions) id array, got shape {ids.shape}")
@@ -121,6 +126,8 @@ def greedy_select(counts: sparse.csr_matrix, obj: Objective, n: int, seed: int =
     Lazy greedy: a heap holds each row's last known gain, an upper bound of its current gain by
     submodularity. The top row is re-scored; if it still beats the next bound it is picked, else pushed back.
     """
+    from scipy import sparse
+
     counts = sparse.csr_matrix(counts)
     n_rows, vocab = counts.shape
     if vocab != len(obj.weights):
