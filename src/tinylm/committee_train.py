@@ -40,12 +40,12 @@ from tinylm.committee import (
     stack_member_batches,
 )
 from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
-from tinylm.data import TaskData, load_articles, load_task
-from tinylm.distributed import World, barrier, init_distributed, main_first, member_shard
+from tinylm.data import TaskData, load_task
+from tinylm.distributed import World, barrier, init_distributed, member_shard
 from tinylm.evaluate import classification_metrics
 from tinylm.finetune import ClassificationBatches, encode_examples
 from tinylm.model import BertForClassification, BertForMLM
-from tinylm.pretrain import MLMBatches, build_tokenizer, encode_cached, model_folder
+from tinylm.pretrain import MLMBatches, model_folder, prepare_pretraining
 from tinylm.runtime import configure_threads, pick_device
 from tinylm.tokenizer import load_tokenizer
 from tinylm.training import CHECKPOINT, Batch, LoopConfig, LoopState, train_loop
@@ -188,17 +188,10 @@ def pretrain_committee(
     configure_threads()
     dev = pick_device(device)
     world = init_distributed(dev)
-    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
-    texts = [a.text for a in articles]
-    base = resolve_model_config(cfg.model)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        write_json(out / "pretrain_config.json", {**cfg.to_dict(), "members": members})
-    with main_first(world):  # one vocabulary for every member, built once
-        tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
-        ids = encode_cached(tokenizer, texts, cfg.seq_len)
-    model_cfg = replace(base, vocab_size=len(tokenizer))
+    # One vocabulary and one token cache for every member.
+    articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world,
+                                                              {**cfg.to_dict(), "members": members})
     seeds = member_seeds(cfg.seed, members)
 
     def build(part: range) -> tuple[Committee, Any]:

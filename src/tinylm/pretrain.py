@@ -108,6 +108,27 @@ def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, 
     return tok
 
 
+def prepare_pretraining(
+    cfg: PretrainConfig, out: Path, root: str | os.PathLike | None, world: Any, config_record: dict[str, Any]
+) -> tuple[list[Any], PreTrainedTokenizerFast, np.ndarray, Any]:
+    """What every MLM pre-training (one model or a committee) starts from: the articles, the run's tokenizer,
+    the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
+    # Read and check all input before anything is written, so bad data leaves no partial run behind.
+    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
+    texts = [a.text for a in articles]
+    base = resolve_model_config(cfg.model)
+    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        write_json(out / "pretrain_config.json", config_record)
+    with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
+        tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
+        ids = encode_cached(tokenizer, texts, cfg.seq_len)
+    model_cfg = replace(base, vocab_size=len(tokenizer))
+    if cfg.seq_len > model_cfg.max_position_embeddings:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {model_cfg.max_position_embeddings} positions")
+    return articles, tokenizer, ids, model_cfg
+
+
 def pretrain(
     cfg: PretrainConfig,
     out: str | os.PathLike,
@@ -124,20 +145,8 @@ def pretrain(
     configure_threads()
     dev = pick_device(device)
     world = init_distributed(dev)
-    # Read and check all input before anything is written, so bad data leaves no partial run behind.
-    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
-    texts = [a.text for a in articles]
-    base = resolve_model_config(cfg.model)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        write_json(out / "pretrain_config.json", cfg.to_dict())
-    with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
-        tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
-        ids = encode_cached(tokenizer, texts, cfg.seq_len)
-    model_cfg = replace(base, vocab_size=len(tokenizer))
-    if cfg.seq_len > model_cfg.max_position_embeddings:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {model_cfg.max_position_embeddings} positions")
+    articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world, cfg.to_dict())
 
     seed_everything(cfg.seed)
     model = BertForMLM(model_cfg)
