@@ -110,6 +110,13 @@ def test_export_command_and_predict_with_the_onnx_runtime(members, capsys) -> No
     for runtime in ("torch", "onnx"):
         assert main(["predict", "--runtime", runtime, str(folder), *sample]) == 0
         outputs[runtime] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Options may also follow the model folder and come between the texts.
+    assert main(["predict", str(folder), sample[0], "--runtime", "onnx", sample[1]]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == outputs["onnx"]
+    with pytest.raises(SystemExit) as exit_info:  # an unknown flag is still argparse's usage error
+        main(["predict", str(folder), sample[0], "--no-such-flag"])
+    assert exit_info.value.code == 2
+    capsys.readouterr()
     for a, b in zip(outputs["torch"], outputs["onnx"], strict=True):
         assert a["text"] == b["text"] and a["label"] == b["label"]
         np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()),

@@ -111,7 +111,14 @@ def _print_json(obj: Any) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `predict MODEL --runtime onnx "a text"`: argparse ends the texts at the first option; take the rest too.
+        if args.command == "predict" and not any(e.startswith("-") for e in extra):
+            args.texts = [*args.texts, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "pretrain":
         from tinylm.pretrain import pretrain
 
