@@ -71,6 +71,7 @@ from tinylm.checkpoint import (  # the renaming table is checkpoint.py's own, so
 from tinylm.config import ModelConfig, Precision
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, ModelOutput, attention, dropout
 from tinylm.runtime import autocast, effective_precision
+from tinylm.text_batches import encode, map_by_length
 from tinylm.training import train_step
 
 COMMITTEE_MODEL_TYPE = "tinylm_committee"
@@ -618,16 +619,14 @@ def predict_member_proba(
     committee.eval()
     max_length = min(max_length, committee.cfg.max_position_embeddings)
     n = committee.n if members is None else len(members)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = np.zeros((n, len(texts), committee.num_labels), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
+
+    def run(batch: list[str]) -> np.ndarray:
+        enc = {k: torch.from_numpy(v).to(device) for k, v in encode(tokenizer, batch, max_length).items()}
         with autocast(device, precision):
-            logits = committee(enc["input_ids"].to(device), enc["attention_mask"].to(device), members=members).logits
-        probs[:, rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probs
+            logits = committee(enc["input_ids"], enc["attention_mask"], members=members).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    return map_by_length(texts, run, batch_size, (n,), committee.num_labels)
 
 
 class SoftVote(nn.Module):

@@ -18,6 +18,7 @@ from tinylm.config import Precision
 from tinylm.data import Example
 from tinylm.model import BertForClassification
 from tinylm.runtime import autocast, effective_precision, pick_device
+from tinylm.text_batches import encode, map_by_length
 from tinylm.tokenizer import load_tokenizer
 
 
@@ -37,16 +38,14 @@ def predict_proba(
     precision = effective_precision(precision, device)
     model.eval()
     max_length = min(max_length, model.cfg.max_position_embeddings)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = np.zeros((len(texts), model.num_labels), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
+
+    def run(batch: list[str]) -> np.ndarray:
+        enc = {k: torch.from_numpy(v).to(device) for k, v in encode(tokenizer, batch, max_length).items()}
         with autocast(device, precision):
-            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits
-        probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probs
+            logits = model(enc["input_ids"], enc["attention_mask"]).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    return map_by_length(texts, run, batch_size, (), model.num_labels)
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: list[str]) -> dict[str, Any]:

@@ -23,18 +23,13 @@ from tinylm.checkpoint import label_names_of, load_model, read_model_config
 from tinylm.committee import Committee, is_committee_folder, load_committee
 from tinylm.model import BertForClassification
 from tinylm.runtime import pick_device
+from tinylm.text_batches import encode, map_by_length  # encode: onnx_export uses it from here too
 from tinylm.tokenizer import load_tokenizer
 
 RuntimeName = Literal["torch", "onnx"]
 RUNTIMES: tuple[RuntimeName, ...] = ("torch", "onnx")
 ONNX_FILE = "model.onnx"  # `tinylm export onnx` writes it into the model folder unless told otherwise
 MAX_LENGTH = 128  # tokens per text, as in fine-tuning and evaluation (capped by the model's positions)
-
-
-def encode(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
-    """Token ids and attention mask, int64 [B, L], padded to the longest text of the batch."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="np")
-    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
 
 
 class Runtime(Protocol):
@@ -164,13 +159,11 @@ class Predictor:
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, float32 [len(texts), C]; texts are batched by length to keep padding small."""
-        probs = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            enc = encode(self.tokenizer, [texts[i] for i in rows], self.max_length)
-            probs[rows] = self.runtime(enc["input_ids"], enc["attention_mask"])
-        return probs
+        def run(batch: list[str]) -> np.ndarray:
+            enc = encode(self.tokenizer, batch, self.max_length)
+            return self.runtime(enc["input_ids"], enc["attention_mask"])
+
+        return map_by_length(texts, run, batch_size, (), len(self.label_names))
 
     def format(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Rows of probabilities -> [{"label", "probabilities": {name: p}}] (as evaluate.Classifier.predict)."""
