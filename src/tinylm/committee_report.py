@@ -111,7 +111,7 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         diffs = mean_ci([r["committee_minus_deep"]["difference"] for r in recs])
         findings.append(committee_finding(task, diffs, [r["committee_minus_deep"] for r in recs], n, deep))
     blocks.append(Bullets(findings))
-    side = {kind: sum(unique[r["runs"][kind]] for r in {r["runs"][kind]: r for r in records}.values())
+    side = {kind: sum(unique[name] for name in {r["runs"][kind] for r in records})
             for kind in ("committee_pretrain", "committee_finetune", "deep_pretrain", "deep_finetune")}
     blocks.append(Para(
         f"Training time (wall clock as measured, so only a rough guide on a shared machine): the committee "
