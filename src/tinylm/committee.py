@@ -92,6 +92,10 @@ class CommitteeOutput(ModelOutput):
 
     member_losses: Tensor | None = None
 
+    def logged_loss(self) -> Tensor | None:
+        """The mean member's loss: comparable with one model's, where `loss` (the sum) grows with N."""
+        return self.loss if self.member_losses is None else self.member_losses.mean()
+
 
 def _build_member(cfg: ModelConfig, head: str, num_labels: int | None) -> Member:
     if head == "classification":

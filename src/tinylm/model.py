@@ -84,6 +84,10 @@ class ModelOutput:
     logits: Tensor
     loss: Tensor | None = None
 
+    def logged_loss(self) -> Tensor | None:
+        """The loss a training log shows: the loss itself (a committee shows its mean member's)."""
+        return self.loss
+
 
 class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):

@@ -234,9 +234,7 @@ def train_loop(
                 group["lr"] = lr
             step_out = train_step(step_model, batch, opt, scaler, precision, device, cfg.grad_clip, clip,
                                   loss_weight=weight)
-            # A committee's loss is the sum over its members; its log shows the mean member's.
-            member_losses = getattr(step_out, "member_losses", None)
-            loss = (step_out.loss if member_losses is None else member_losses.mean()).detach()
+            loss = step_out.logged_loss().detach()
             if weight is not None:
                 loss = global_mean_loss(loss, weight, world)
 
