@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from tinylm.checkpoint import write_json
 from tinylm.committee import (
     Committee,
+    _build_member,
     clip_grad_norm_per_member_,
     hard_vote,
     load_committee,
@@ -44,7 +45,6 @@ from tinylm.data import TaskData, load_task
 from tinylm.distributed import World, barrier, init_distributed, member_shard
 from tinylm.evaluate import classification_metrics
 from tinylm.finetune import ClassificationBatches, encode_examples
-from tinylm.model import BertForClassification, BertForMLM
 from tinylm.pretrain import MLMBatches, model_folder, prepare_pretraining
 from tinylm.runtime import configure_threads, pick_device
 from tinylm.tokenizer import load_tokenizer
@@ -102,17 +102,13 @@ def _blocks(members: int, world: World) -> list[range]:
     return [b for b in (member_shard(members, World(r, world.size)) for r in range(world.size)) if b]
 
 
-def _member_template(cfg: ModelConfig, head: str, num_labels: int | None) -> torch.nn.Module:
-    with torch.device("meta"):
-        return BertForMLM(cfg) if head == "mlm" else BertForClassification(cfg, num_labels or 1)
-
-
 def gather_committee(shard_dirs: Sequence[Path], cfg: ModelConfig, head: str, num_labels: int | None = None,
                      label_names: list[str] | None = None) -> Committee:
     """One committee from the final checkpoints of consecutive member blocks (stacked tensors concatenated on
     the member axis, in block order)."""
     states = [load_file(str(d / CHECKPOINT / "model.safetensors")) for d in shard_dirs]
-    param_names = {name for name, _ in _member_template(cfg, head, num_labels).named_parameters()}
+    with torch.device("meta"):
+        param_names = {name for name, _ in _build_member(cfg, head, num_labels).named_parameters()}
     params: dict[str, torch.Tensor] = {}
     buffers: dict[str, torch.Tensor] = {}
     for key in states[0]:
@@ -212,10 +208,8 @@ def pretrain_committee(
     info = {"articles": len(articles), "vocab_size": len(tokenizer), "device": str(dev)}
     if not world.distributed:
         assert committee is not None and state is not None
-        summary = {"members": members, "steps": state.step, "epochs_done": state.epoch,
-                   "final_member_loss": float(np.mean(state.losses[-20:])) if state.losses else None,  # mean member
-                   "tokens": state.tokens, "seconds": round(state.seconds, 2),
-                   "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1), **info}
+        summary = {"members": members, **_combined_training([_block_summary(part, state, "seconds")], "seconds"),
+                   **info}
         if state.epoch >= cfg.epochs:
             save_committee(committee.cpu(), out / "model", tokenizer,
                            extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
@@ -246,11 +240,11 @@ def classification_committee(cfg: FinetuneConfig, members: int, num_labels: int,
     ids = list(range(members)) if member_ids is None else list(member_ids)
     all_seeds = member_seeds(cfg.seed, members)
     seeds = [all_seeds[j] for j in ids]
+    tokenizer = _committee_tokenizer(cfg)
     if cfg.init:
         source = load_committee(model_folder(cfg.init))
         if source.n < members:
             raise ValueError(f"{cfg.init} has {source.n} members; {members} asked for")
-        tokenizer = load_tokenizer(cfg.tokenizer or model_folder(cfg.init))
         committee = Committee.init(source.cfg, len(ids), seeds, num_labels=num_labels, label_names=label_names)
         encoders = source.stacked(ids)
         with torch.no_grad():
@@ -258,10 +252,7 @@ def classification_committee(cfg: FinetuneConfig, members: int, num_labels: int,
                 if name.startswith("bert."):
                     t.copy_(encoders[name])
         return committee, tokenizer
-    if not cfg.tokenizer:
-        raise ValueError("a committee from scratch needs --tokenizer (a folder, a vocab.txt or 'bert-base-uncased')")
-    tokenizer = load_tokenizer(model_folder(cfg.tokenizer))
-    model_cfg = replace(resolve_model_config(cfg.model), vocab_size=len(tokenizer))
+    model_cfg = committee_config(cfg, len(tokenizer))
     return Committee.init(model_cfg, len(ids), seeds, num_labels=num_labels, label_names=label_names), tokenizer
 
 
@@ -324,8 +315,9 @@ def finetune_committee(
 
     if not world.distributed:
         assert committee is not None and state is not None
-        result: dict[str, Any] = {**info, "steps": state.step, **sizes, "train_seconds": round(state.seconds, 2),
-                                  "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1)}
+        training = _combined_training([_block_summary(part, state, "train_seconds")], "train_seconds")
+        result: dict[str, Any] = {**info, "steps": training["steps"], **sizes,
+                                  "train_seconds": training["train_seconds"], "tokens_per_s": training["tokens_per_s"]}
         if state.epoch < cfg.epochs:
             return result
         probs = predict_member_proba(committee, tokenizer, texts, max_length=built["max_length"],
