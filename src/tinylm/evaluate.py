@@ -97,9 +97,13 @@ class Classifier:
         return cls(model, load_tokenizer(folder), label_names_of(folder))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        probs = predict_proba(self.model, self.tokenizer, texts)
-        return [
-            {"label": self.label_names[int(p.argmax())],
-             "probabilities": {n: round(float(x), 6) for n, x in zip(self.label_names, p, strict=True)}}
-            for p in probs
-        ]
+        return format_predictions(predict_proba(self.model, self.tokenizer, texts), self.label_names)
+
+
+def format_predictions(probs: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of class probabilities -> [{"label", "probabilities": {name: p rounded to 6 places}}]."""
+    return [
+        {"label": label_names[int(p.argmax())],
+         "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p, strict=True)}}
+        for p in probs
+    ]

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import label_names_of, load_model, read_model_config
 from tinylm.committee import Committee, is_committee_folder, load_committee
+from tinylm.evaluate import format_predictions
 from tinylm.model import BertForClassification
 from tinylm.runtime import pick_device
 from tinylm.text_batches import encode, map_by_length  # encode: onnx_export uses it from here too
@@ -167,11 +168,7 @@ class Predictor:
 
     def format(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Rows of probabilities -> [{"label", "probabilities": {name: p}}] (as evaluate.Classifier.predict)."""
-        return [
-            {"label": self.label_names[int(p.argmax())],
-             "probabilities": {n: round(float(x), 6) for n, x in zip(self.label_names, p, strict=True)}}
-            for p in probs
-        ]
+        return format_predictions(probs, self.label_names)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         return self.format(self.predict_proba(texts))
