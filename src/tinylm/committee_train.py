@@ -75,9 +75,7 @@ class StackedBatches(Sequence[Batch]):
 
 
 def _loop_config(cfg: PretrainConfig | FinetuneConfig, desc: str) -> LoopConfig:
-    return LoopConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                      schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
-                      grad_clip=cfg.grad_clip or None, desc=desc, tune_allocator=False)
+    return LoopConfig.of(cfg, desc, tune_allocator=False)
 
 
 def _committee_optimizer(model: Any, cfg: LoopConfig, device: torch.device) -> torch.optim.Optimizer:

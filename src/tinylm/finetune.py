@@ -115,11 +115,7 @@ def finetune(
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]
-    loop = LoopConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-        schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
-        grad_clip=cfg.grad_clip or None, desc=f"finetune {cfg.task} ({'pretrained' if cfg.init else 'scratch'})",
-    )
+    loop = LoopConfig.of(cfg, f"finetune {cfg.task} ({'pretrained' if cfg.init else 'scratch'})")
     meta = {"recipe": "finetune", "config": config_hash(cfg)}
     state = train_loop(
         model,

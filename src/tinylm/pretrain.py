@@ -18,7 +18,7 @@ from tinylm.checkpoint import save_model, write_json
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.paths import cache_dir
-from tinylm.distributed import barrier, init_distributed, main_first
+from tinylm.distributed import World, barrier, init_distributed, main_first
 from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
@@ -109,7 +109,7 @@ def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, 
 
 
 def prepare_pretraining(
-    cfg: PretrainConfig, out: Path, root: str | os.PathLike | None, world: Any, config_record: dict[str, Any]
+    cfg: PretrainConfig, out: Path, root: str | os.PathLike | None, world: World, config_record: dict[str, Any]
 ) -> tuple[list[Any], PreTrainedTokenizerFast, np.ndarray, Any]:
     """What every MLM pre-training (one model or a committee) starts from: the articles, the run's tokenizer,
     the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
@@ -150,11 +150,7 @@ def pretrain(
 
     seed_everything(cfg.seed)
     model = BertForMLM(model_cfg)
-    loop = LoopConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-        schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
-        grad_clip=cfg.grad_clip or None, desc=f"pretrain {cfg.model}",
-    )
+    loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
     meta = {"recipe": "pretrain", "config": config_hash(cfg)}
     state = train_loop(
         model, lambda e: MLMBatches(ids, tokenizer, cfg, e), loop, out, dev, meta, stop_after=stop_after,

@@ -51,6 +51,13 @@ class LoopConfig:
     desc: str = "train"
     tune_allocator: bool = True  # CPU: tune_cpu_allocator (off for committees, see there)
 
+    @classmethod
+    def of(cls, cfg: Any, desc: str, tune_allocator: bool = True) -> LoopConfig:
+        """The loop settings of a recipe config (PretrainConfig and FinetuneConfig share these fields)."""
+        return cls(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+                   schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
+                   grad_clip=cfg.grad_clip or None, desc=desc, tune_allocator=tune_allocator)
+
 
 @dataclass
 class LoopState:
