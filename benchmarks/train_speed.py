@@ -309,6 +309,32 @@ def make_setup(name: str, root: Path | None) -> Setup:
     return Setup(name, pcfg, fcfg, tokenizer, replace(base, vocab_size=len(tokenizer)), texts)
 
 
+Step = Callable[[int], torch.Tensor]
+
+
+def paired_steps(cfg: Any, fast: torch.nn.Module, ref: torch.nn.Module, batches: list, ref_batches: list,
+                 fast_model: torch.nn.Module) -> tuple[Step, Step, str]:
+    """Step i of the reference and of tinylm (training.train_step through `fast_model`, fast itself or compiled)
+    on batch i, each side with its own optimizer over the same starting weights and dropout seeded alike.
+    Returns (reference step, tinylm step, tinylm's precision)."""
+    loop = LoopConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=0.0, schedule="step",
+                      precision=cfg.precision, seed=cfg.seed, save_every=10**9, grad_clip=cfg.grad_clip or None)
+    opt = make_optimizer(fast, loop, DEVICE)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    precision = effective_precision(cfg.precision, DEVICE)
+    ref_opt = reference_optimizer(ref, cfg.lr, cfg.weight_decay, fused=REF_FUSED_ADAMW)
+
+    def fast_step(i: int) -> torch.Tensor:
+        torch.manual_seed(step_seed(cfg.seed, i))
+        return train_step(fast_model, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
+
+    def ref_step(i: int) -> torch.Tensor:
+        torch.manual_seed(step_seed(cfg.seed, i))
+        return reference_train_step(ref, ref_batches[i], ref_opt, loop.grad_clip)
+
+    return ref_step, fast_step, precision
+
+
 def bench_pretrain(s: Setup, warmup: int, steps: int, peaks: dict, compile_fast: bool) -> dict[str, Any]:
     cfg = s.pretrain
     n_batches = warmup + steps
@@ -322,21 +348,8 @@ def bench_pretrain(s: Setup, warmup: int, steps: int, peaks: dict, compile_fast:
     seed_everything(cfg.seed)
     fast = BertForMLM(s.model_cfg).train()
     ref = reference_model(fast).train()  # same weights
-    loop = LoopConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=0.0, schedule="step",
-                      precision=cfg.precision, seed=cfg.seed, save_every=10**9, grad_clip=cfg.grad_clip or None)
-    opt = make_optimizer(fast, loop, DEVICE)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    precision = effective_precision(cfg.precision, DEVICE)
-    ref_opt = reference_optimizer(ref, cfg.lr, cfg.weight_decay, fused=REF_FUSED_ADAMW)
-    fast_model = torch.compile(fast) if compile_fast else fast
-
-    def fast_step(i: int) -> torch.Tensor:
-        torch.manual_seed(step_seed(cfg.seed, i))
-        return train_step(fast_model, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
-
-    def ref_step(i: int) -> torch.Tensor:
-        torch.manual_seed(step_seed(cfg.seed, i))
-        return reference_train_step(ref, ref_batches[i], ref_opt, loop.grad_clip)
+    ref_step, fast_step, precision = paired_steps(cfg, fast, ref, batches, ref_batches,
+                                                  torch.compile(fast) if compile_fast else fast)
 
     sides = [Side("reference", ref_step, lambda i: mlm_step_flops(s.model_cfg, ref_batches[i], True)),
              Side("tinylm", fast_step, lambda i: mlm_step_flops(s.model_cfg, batches[i], False))]
@@ -379,21 +392,8 @@ def bench_finetune(s: Setup, steps: int, peaks: dict, root: Path | None) -> dict
     seed_everything(cfg.seed)
     fast = BertForClassification(s.model_cfg, task.num_labels).train()
     ref = reference_model(fast).train()
-    loop = LoopConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=0.0, schedule="step",
-                      precision=cfg.precision, seed=cfg.seed, save_every=10**9, grad_clip=cfg.grad_clip or None)
-    opt = make_optimizer(fast, loop, DEVICE)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    precision = effective_precision(cfg.precision, DEVICE)
-    ref_opt = reference_optimizer(ref, cfg.lr, cfg.weight_decay, fused=REF_FUSED_ADAMW)
     # Widths vary from batch to batch: torch.compile would recompile (or go dynamic), so fine-tuning runs eager.
-
-    def fast_step(i: int) -> torch.Tensor:
-        torch.manual_seed(step_seed(cfg.seed, i))
-        return train_step(fast, batches[i], opt, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
-
-    def ref_step(i: int) -> torch.Tensor:
-        torch.manual_seed(step_seed(cfg.seed, i))
-        return reference_train_step(ref, ref_batches[i], ref_opt, loop.grad_clip)
+    ref_step, fast_step, precision = paired_steps(cfg, fast, ref, batches, ref_batches, fast)
 
     n = task.num_labels
     sides = [Side("reference", ref_step, lambda i: cls_step_flops(s.model_cfg, ref_batches[i], n)),
