@@ -127,9 +127,13 @@ class PretrainConfig:
     save_every: int = 200  # optimizer steps between checkpoints (an epoch end always saves)
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
+    snapshots: int = 0  # also save the model at steps T/2, T/4, ..., T/2^snapshots of a T-step run
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.snapshots:  # runs from before snapshots existed keep their config hash
+            del d["snapshots"]
+        return d
 
 
 @dataclass

@@ -19,10 +19,13 @@ from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_co
 from tinylm.data import load_articles
 from tinylm.data.paths import cache_dir
 from tinylm.distributed import World, barrier, init_distributed, main_first
+from tinylm.mlm_quality import quality_or_reason
 from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.training import Batch, LoopConfig, train_loop
+
+SNAPSHOTS = "snapshots"
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -152,9 +155,19 @@ def pretrain(
     model = BertForMLM(model_cfg)
     loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
     meta = {"recipe": "pretrain", "config": config_hash(cfg)}
+    epoch_batches = lambda e: MLMBatches(ids, tokenizer, cfg, e)  # noqa: E731
+    keep = snapshot_steps(cfg.epochs * len(epoch_batches(0)), cfg.snapshots)
+
+    def after_step(state: Any) -> None:
+        if state.step in keep and world.is_main:
+            quality = quality_or_reason(model, tokenizer, ids, len(articles), cfg.seq_len, root=root,
+                                        data_seed=cfg.data_seed, source=cfg.data_source, encode=encode_cached)
+            save_model(model, out / SNAPSHOTS / f"step-{state.step}", tokenizer,
+                       extra={"pretrain": cfg.to_dict(), "step": state.step, "quality": quality})
+
     state = train_loop(
-        model, lambda e: MLMBatches(ids, tokenizer, cfg, e), loop, out, dev, meta, stop_after=stop_after,
-        world=world, compile=cfg.compile,
+        model, epoch_batches, loop, out, dev, meta, stop_after=stop_after, world=world, compile=cfg.compile,
+        after_step=after_step if keep else None,
     )
     summary = {
         "steps": state.step,
@@ -169,10 +182,28 @@ def pretrain(
         "processes": world.size,
     }
     if state.epoch >= cfg.epochs and world.is_main:
+        summary["quality"] = quality_or_reason(
+            model, tokenizer, ids, len(articles), cfg.seq_len, root=root, data_seed=cfg.data_seed,
+            source=cfg.data_source, encode=encode_cached)
         save_model(model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
         write_json(out / "summary.json", summary)
     barrier(world)  # every rank returns with the run folder complete (a sweep's next run reads it)
     return summary
+
+
+def snapshot_steps(total_steps: int, count: int) -> set[int]:
+    """The steps T/2, T/4, ..., T/2^count of a T-step run (rounded; duplicates and step 0 dropped)."""
+    return {round(total_steps / 2**k) for k in range(1, count + 1)} - {0}
+
+
+def snapshots(run: str | os.PathLike) -> dict[int, Path]:
+    """A pre-training run's saved snapshots by step, its final model included."""
+    run = Path(run)
+    found = {int(p.name.removeprefix("step-")): p for p in (run / SNAPSHOTS).glob("step-*") if p.is_dir()}
+    summary = run / "summary.json"
+    if summary.is_file():
+        found[int(load_summary(run)["steps"])] = run / "model"
+    return dict(sorted(found.items()))
 
 
 def model_folder(path: str | os.PathLike) -> Path:

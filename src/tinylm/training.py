@@ -202,6 +202,7 @@ def train_loop(
     world: World = SINGLE,
     compile: bool = False,
     progress: bool | None = None,
+    after_step: Callable[[LoopState], None] | None = None,
 ) -> LoopState:
     """Train `model` for cfg.epochs, checkpointing to out/checkpoint and resuming from it if present.
 
@@ -210,6 +211,7 @@ def train_loop(
     use it to simulate a killed run). `optimizer` and `clip` replace the optimizer factory and the gradient
     clipping (a committee decays and clips each member on its own). `world`: data-parallel ranks (torchrun);
     `compile`: run the (DDP-wrapped) model through torch.compile; `progress`: show the bar (default: rank 0).
+    `after_step(state)` runs after every optimizer step (pre-training saves its snapshots there).
     `model` itself stays the bare module: its weights are the trained ones on return.
     """
     precision = effective_precision(cfg.precision, device)
@@ -255,6 +257,8 @@ def train_loop(
             if log is not None:
                 log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
                                       "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
+            if after_step is not None:
+                after_step(state)
             last_of_epoch = state.batch == len(batches)
             if last_of_epoch:
                 state.epoch, state.batch = state.epoch + 1, 0
