@@ -1,10 +1,13 @@
-"""tinylm.data on real data slices (through the data_root fixture) and on small bad files written to tmp_path."""
+"""tinylm.data on the committed real-data sample (tests/fixtures/data, through the data_root fixture), on the full
+data folder when present (full_data_root) and on small bad files written to tmp_path."""
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import itertools
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +39,21 @@ from tinylm.data import (
     read_label_jsonl,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 AG_NEWS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+# The data folder's files (shared/data/MANIFEST.md); the fixture folder has the same ones, smaller.
+LAYOUT = {"ag_news/classes.txt", "ag_news/test.csv", "ag_news/train.jsonl", "dbpedia/classes.txt",
+          "dbpedia/test.csv", "dbpedia/train.csv", "fewrel/pid2name.json", "fewrel/val_wiki.json",
+          "vocab/bert-base-uncased-vocab.txt", "wikipedia/articles.jsonl.gz"}
+# What scripts/build_test_fixtures.py puts in tests/fixtures/data.
+FIXTURE_ARTICLES = 400
+FIXTURE_AG_NEWS = (100, 250)  # distinct train rows, test rows per class
+FIXTURE_DBPEDIA = 25  # rows per class in each file
+FIXTURE_FEWREL = 25  # instances per relation
+# Samples the fixture can give (train, test per label); AG News train takes every distinct row, so it works
+# only because duplicate rows are dropped.
+FIXTURE_SAMPLING: dict[str, tuple[int, int]] = {"ag_news": (100, 60), "dbpedia": (15, 10), "fewrel": (20, 5)}
+# The full folder's counts (MANIFEST.md).
 WIKI_ARTICLES = 51_959
 
 
@@ -44,15 +61,14 @@ WIKI_ARTICLES = 51_959
 
 
 @pytest.fixture(scope="module")
-def all_articles(data_root: Path) -> list[Article]:
-    """Every local Wikipedia article, read once for the module (~1 s)."""
-    return list(read_articles(data_root / "wikipedia" / "articles.jsonl.gz"))
+def tasks(data_root: Path) -> dict[str, TaskData]:
+    """Each task sampled from the fixture folder with FIXTURE_SAMPLING and the default seed, loaded once."""
+    return {name: sample(name, data_root) for name in TASKS}
 
 
-@pytest.fixture(scope="module")
-def paper_tasks(data_root: Path) -> dict[str, TaskData]:
-    """Each task with the paper's per-label counts and the default seed, loaded once."""
-    return {name: load_task(name, data_root) for name in TASKS}
+def sample(name: str, root: Path, **kwargs: object) -> TaskData:
+    n_train, n_test = FIXTURE_SAMPLING[name]
+    return load_task(name, root, **{"train_per_label": n_train, "test_per_label": n_test, **kwargs})
 
 
 def write(path: Path, text: str) -> Path:
@@ -92,11 +108,13 @@ def test_data_root_explicit_env_and_missing(tmp_path: Path, monkeypatch: pytest.
         data_root(missing)
 
 
-def test_data_root_fixture_is_the_shared_folder(data_root: Path) -> None:
-    assert (data_root / "MANIFEST.md").is_file() or (data_root / "ag_news").is_dir()
+def test_fixture_folder_has_the_data_folder_layout_and_is_small(data_root: Path) -> None:
+    files = {p.relative_to(data_root).as_posix() for p in data_root.rglob("*") if p.is_file()}
+    assert files == LAYOUT | {"README.md"}
+    assert sum((data_root / f).stat().st_size for f in files) < 2e6
 
 
-# ---------------------------------------------------------------- readers on the real files
+# ---------------------------------------------------------------- readers on real rows (the fixture folder)
 
 
 def test_read_classes_real(data_root: Path) -> None:
@@ -107,16 +125,15 @@ def test_read_classes_real(data_root: Path) -> None:
 
 def test_ag_news_train_jsonl_real(data_root: Path) -> None:
     examples = read_label_jsonl(data_root / "ag_news" / "train.jsonl", 4, backslash_breaks=True)
-    assert len(examples) == 5991
-    counts = Counter(e.label for e in examples)
-    assert set(counts) == {0, 1, 2, 3} and min(counts.values()) >= 1450
+    distinct = set(examples)
+    assert len(examples) == 478 and len(distinct) == 4 * FIXTURE_AG_NEWS[0]  # 78 rows repeated, as in the real file
+    assert Counter(e.label for e in distinct) == dict.fromkeys(range(4), FIXTURE_AG_NEWS[0])
     assert all(e.text and e.text == e.text.strip() and "\\" not in e.text for e in examples)
 
 
 def test_ag_news_test_csv_real(data_root: Path) -> None:
     examples = read_label_csv(data_root / "ag_news" / "test.csv", 4, "ag_news")
-    assert len(examples) == 7600
-    assert Counter(e.label for e in examples) == {0: 1900, 1: 1900, 2: 1900, 3: 1900}
+    assert Counter(e.label for e in examples) == dict.fromkeys(range(4), FIXTURE_AG_NEWS[1])
     assert all(e.text and "\\" not in e.text and "  " not in e.text for e in examples)
     first = examples[0]  # "3","Fears for T N pension after talks","Unions representing workers at Turner   Newall ..."
     assert first.label == 2
@@ -128,18 +145,15 @@ def test_ag_news_test_csv_real(data_root: Path) -> None:
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_dbpedia_csv_real(data_root: Path, split: str) -> None:
     examples = read_label_csv(data_root / "dbpedia" / f"{split}.csv", 14, "dbpedia")
-    assert len(examples) == 5000
-    counts = Counter(e.label for e in examples)
-    assert set(counts) == set(range(14)) and min(counts.values()) >= 327
-    assert all(e.text for e in examples)
+    assert Counter(e.label for e in examples) == dict.fromkeys(range(14), FIXTURE_DBPEDIA)
+    assert all(e.text and "  " not in e.text for e in examples)
 
 
 def test_fewrel_real(data_root: Path) -> None:
     path = data_root / "fewrel" / "val_wiki.json"
     examples, relation_ids = read_fewrel(path)
     assert len(relation_ids) == 16 and relation_ids == sorted(relation_ids)
-    assert len(examples) == 16 * 700
-    assert Counter(e.label for e in examples) == dict.fromkeys(range(16), 700)
+    assert Counter(e.label for e in examples) == dict.fromkeys(range(16), FIXTURE_FEWREL)
     assert all(e.text and "  " not in e.text for e in examples)
     names = fewrel_label_names(path, relation_ids)
     assert len(set(names)) == 16 and names[relation_ids.index("P177")] == "crosses"
@@ -164,18 +178,19 @@ def test_read_articles_real_first_lines(data_root: Path) -> None:
     assert len({a.id for a in articles}) == 300
 
 
-def test_load_articles_real(data_root: Path, all_articles: list[Article]) -> None:
-    assert len(all_articles) == WIKI_ARTICLES
+def test_load_articles_real(data_root: Path) -> None:
+    everything = list(read_articles(data_root / "wikipedia" / "articles.jsonl.gz"))
+    assert len(everything) == FIXTURE_ARTICLES
     picked = load_articles(25, seed=42, root=data_root)
-    order = np.random.default_rng(42).permutation(WIKI_ARTICLES)[:25]
-    assert picked == [all_articles[i] for i in order]  # the documented recipe, exactly
+    order = np.random.default_rng(42).permutation(FIXTURE_ARTICLES)[:25]
+    assert picked == [everything[i] for i in order]  # the documented recipe, exactly
     assert articles_path(data_root) == data_root / "wikipedia" / "articles.jsonl.gz"
 
 
 def test_load_articles_too_many_names_count_and_hub(data_root: Path) -> None:
     err = raises_at(data_root / "wikipedia" / "articles.jsonl.gz", None,
-                    lambda: load_articles(WIKI_ARTICLES + 1, root=data_root), str(WIKI_ARTICLES), "hub")
-    assert str(WIKI_ARTICLES + 1) in str(err)
+                    lambda: load_articles(FIXTURE_ARTICLES + 1, root=data_root), str(FIXTURE_ARTICLES), "hub")
+    assert str(FIXTURE_ARTICLES + 1) in str(err)
 
 
 def test_load_articles_seeded(tmp_path: Path) -> None:
@@ -191,50 +206,53 @@ def test_load_articles_seeded(tmp_path: Path) -> None:
     assert len(load_articles(50, root=tmp_path)) == 50 and load_articles(0, root=tmp_path) == []
 
 
-# ---------------------------------------------------------------- load_task on the real data
+# ---------------------------------------------------------------- load_task on real rows (the fixture folder)
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_load_task_paper_counts_and_disjoint(paper_tasks: dict[str, TaskData], name: str) -> None:
-    task = paper_tasks[name]
-    n_train, n_test = PAPER_SAMPLING[name]
-    assert task.name == name and task.num_labels == len(task.label_names)
+def check_sample(task: TaskData, n_train: int, n_test: int) -> None:
+    """Balanced counts, shuffled order, and (AG News, DBpedia) no duplicate and no test text in training."""
+    assert task.num_labels == len(task.label_names)
     assert Counter(e.label for e in task.train) == dict.fromkeys(range(task.num_labels), n_train)
     assert Counter(e.label for e in task.test) == dict.fromkeys(range(task.num_labels), n_test)
     assert [e.label for e in task.train[:20]] != sorted(e.label for e in task.train[:20])  # shuffled, not grouped
-    if name != "fewrel":
+    if task.name != "fewrel":
         assert not {e.text for e in task.train} & {e.text for e in task.test}
         assert len({e.text for e in task.train}) == len(task.train)  # duplicate rows of the pool are dropped
 
 
-def test_load_task_fewrel_disjoint_by_instance(data_root: Path, paper_tasks: dict[str, TaskData]) -> None:
+@pytest.mark.parametrize("name", TASKS)
+def test_load_task_counts_and_disjoint(tasks: dict[str, TaskData], name: str) -> None:
+    assert tasks[name].name == name
+    check_sample(tasks[name], *FIXTURE_SAMPLING[name])
+
+
+def test_load_task_fewrel_disjoint_by_instance(data_root: Path, tasks: dict[str, TaskData]) -> None:
     """Each pool instance is used at most once across train and test (the same sentence may recur in the pool)."""
     pool = Counter(read_fewrel(data_root / "fewrel" / "val_wiki.json")[0])
-    used = Counter(paper_tasks["fewrel"].train) + Counter(paper_tasks["fewrel"].test)
+    used = Counter(tasks["fewrel"].train) + Counter(tasks["fewrel"].test)
     assert all(used[e] <= pool[e] for e in used)
-    assert sum(used.values()) == 16 * 700  # 630 + 70 uses the whole relation
+    assert sum(used.values()) == 16 * FIXTURE_FEWREL  # 20 + 5 uses the whole relation
 
 
-def test_load_task_label_names(paper_tasks: dict[str, TaskData]) -> None:
-    assert paper_tasks["ag_news"].label_names == AG_NEWS_NAMES
-    assert paper_tasks["dbpedia"].num_labels == 14
-    assert paper_tasks["fewrel"].num_labels == 16 and "crosses" in paper_tasks["fewrel"].label_names
+def test_load_task_label_names(tasks: dict[str, TaskData]) -> None:
+    assert tasks["ag_news"].label_names == AG_NEWS_NAMES
+    assert tasks["dbpedia"].num_labels == 14
+    assert tasks["fewrel"].num_labels == 16 and "crosses" in tasks["fewrel"].label_names
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_load_task_seeded(data_root: Path, paper_tasks: dict[str, TaskData], name: str) -> None:
-    same = load_task(name, data_root, seed=42)
-    assert same == paper_tasks[name]
-    other = load_task(name, data_root, seed=7)
+def test_load_task_seeded(data_root: Path, tasks: dict[str, TaskData], name: str) -> None:
+    same = sample(name, data_root, seed=42)
+    assert same == tasks[name]
+    other = sample(name, data_root, seed=7)
     assert other.train != same.train and other.test != same.test
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_load_task_test_sample_ignores_train_count(data_root: Path, paper_tasks: dict[str, TaskData],
-                                                   name: str) -> None:
+def test_load_task_test_sample_ignores_train_count(data_root: Path, tasks: dict[str, TaskData], name: str) -> None:
     """`tinylm evaluate` loads with train_per_label=0 and must see the training run's test sample."""
-    task = load_task(name, data_root, train_per_label=0)
-    assert task.train == [] and task.test == paper_tasks[name].test
+    task = sample(name, data_root, train_per_label=0)
+    assert task.train == [] and task.test == tasks[name].test
 
 
 def test_load_task_small_counts_and_markers(data_root: Path) -> None:
@@ -245,7 +263,11 @@ def test_load_task_small_counts_and_markers(data_root: Path) -> None:
 
 def test_load_task_too_many_per_label(data_root: Path) -> None:
     raises_at(data_root / "dbpedia" / "train.csv", None,
-              lambda: load_task("dbpedia", data_root, train_per_label=500), "needed", "500")
+              lambda: load_task("dbpedia", data_root, train_per_label=500, test_per_label=10), "needed", "500")
+    # AG News: 100 distinct train rows per class, 118-121 rows with the repeats; 101 is too many.
+    raises_at(data_root / "ag_news" / "train.jsonl", None,
+              lambda: load_task("ag_news", data_root, train_per_label=101, test_per_label=1),
+              "100 examples, 101 needed (after dropping duplicate rows and test-pool texts)")
 
 
 def test_load_task_unknown_name_and_fewrel_hub(data_root: Path) -> None:
@@ -289,6 +311,55 @@ def test_load_task_bad_file_in_data_folder(data_root: Path, tmp_path: Path) -> N
     lines[2] = '"15","A text about nothing"'
     write(folder / "train.csv", "\n".join(lines) + "\n")
     raises_at(folder / "train.csv", 3, lambda: load_task("dbpedia", tmp_path), "class 15 out of range 1..14")
+
+
+# ---------------------------------------------------------------- the full data folder (skipped without it)
+
+
+def test_full_data_folder_counts_and_paper_samples(full_data_root: Path) -> None:
+    """The full files hold what MANIFEST.md says, and the paper's samples can be drawn from them."""
+    root = full_data_root
+    ag_train = read_label_jsonl(root / "ag_news" / "train.jsonl", 4, backslash_breaks=True)
+    assert len(ag_train) == 5991 and len(set(ag_train)) == 5991 - 999  # the shared subset repeats 999 rows
+    assert min(Counter(e.label for e in ag_train).values()) >= 1450
+    ag_test = read_label_csv(root / "ag_news" / "test.csv", 4, "ag_news")
+    assert Counter(e.label for e in ag_test) == dict.fromkeys(range(4), 1900)
+    for split in ("train", "test"):
+        counts = Counter(e.label for e in read_label_csv(root / "dbpedia" / f"{split}.csv", 14, "dbpedia"))
+        assert sum(counts.values()) == 5000 and set(counts) == set(range(14)) and min(counts.values()) >= 327
+    fewrel, relation_ids = read_fewrel(root / "fewrel" / "val_wiki.json")
+    assert len(relation_ids) == 16 and Counter(e.label for e in fewrel) == dict.fromkeys(range(16), 700)
+
+    everything = list(read_articles(root / "wikipedia" / "articles.jsonl.gz"))
+    assert len(everything) == WIKI_ARTICLES and everything[0].title == "Anarchism"
+    order = np.random.default_rng(42).permutation(WIKI_ARTICLES)[:25]
+    assert load_articles(25, seed=42, root=root) == [everything[i] for i in order]
+    raises_at(root / "wikipedia" / "articles.jsonl.gz", None,
+              lambda: load_articles(WIKI_ARTICLES + 1, root=root), str(WIKI_ARTICLES), "hub")
+
+    for name in TASKS:
+        task = load_task(name, root)  # the paper's per-label counts
+        check_sample(task, *PAPER_SAMPLING[name])
+    fewrel_task = load_task("fewrel", root)
+    used = Counter(fewrel_task.train) + Counter(fewrel_task.test)
+    pool = Counter(fewrel)
+    assert sum(used.values()) == 16 * 700 and all(used[e] <= pool[e] for e in used)
+
+
+def test_fixtures_are_the_scripts_sample_of_the_full_folder(full_data_root: Path, tmp_path: Path) -> None:
+    """tests/fixtures/data is what scripts/build_test_fixtures.py builds from the data folder (real rows, verbatim)."""
+    spec = importlib.util.spec_from_file_location("build_test_fixtures", REPO / "scripts" / "build_test_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_test_fixtures"] = module
+    spec.loader.exec_module(module)
+    built = module.build(full_data_root, tmp_path / "fixtures")
+    committed = module.OUT
+    assert {p.relative_to(committed).as_posix() for p in committed.rglob("*") if p.is_file()} == set(built)
+    for name, data in built.items():
+        have = (committed / name).read_bytes()
+        if name.endswith(".gz"):  # compressed bytes may differ between zlib builds; the content may not
+            have, data = gzip.decompress(have), gzip.decompress(data)
+        assert have == data, name
 
 
 # ---------------------------------------------------------------- sampling

@@ -63,10 +63,11 @@ def test_tiny_sweep_writes_results_report_and_plots_then_reuses_every_run(tmp_pa
     assert calls == ["pretrain", "finetune", "finetune"]  # seed 44: its model, fine-tuned and its scratch twin
 
 
-def _paper_notes(data_root: Path) -> str:
-    path = data_root.parent / "docs" / "paper.md"
+def _paper_notes(full_data_root: Path) -> str:
+    """The paper notes kept beside the shared data folder (shared/docs/paper.md), not in the repository."""
+    path = full_data_root.parent / "docs" / "paper.md"
     if not path.is_file():
-        pytest.skip(f"paper notes not found at {path}")
+        pytest.skip(f"paper notes not found at {path}: set TINYLM_DATA to a shared/data folder with ../docs/paper.md")
     return path.read_text()
 
 
@@ -74,8 +75,8 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def test_paper_scale_matches_the_paper_notes(data_root) -> None:
-    notes = _paper_notes(data_root)
+def test_paper_scale_matches_the_paper_notes(full_data_root) -> None:
+    notes = _paper_notes(full_data_root)
     paper = SCALES["paper"]
     sizes = re.search(r"Sizes: ([\d,]+), ([\d,]+), ([\d,]+) articles", notes)
     assert sizes and paper.sizes == tuple(_number(s) for s in sizes.groups())

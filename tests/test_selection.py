@@ -217,20 +217,21 @@ def test_prediction_interval_matches_the_matrix_formula() -> None:
         assert pred.extrapolation == (x0 > x.max())
 
 
-def test_estimate_random_subset_reproduces_a_stored_point(data_root) -> None:
-    """The experiments' random 2,000-article subset: estimate measures the stored overlap and reads the fit's line."""
+def test_estimate_random_subset_reproduces_a_stored_point(full_data_root) -> None:
+    """The experiments' random 2,000-article subset of the full Wikipedia file: estimate measures the stored overlap
+    and reads the fit's line."""
     from tinylm.recipes.selection import estimate
 
     stored = next(r for r in json.loads(STORED.read_text())["records"]
                   if r["experiment"] == "overlap" and r["task"] == "ag_news" and r["articles"] == 2000)
-    result = estimate("ag_news", STORED, random_articles=2000, root=data_root)
+    result = estimate("ag_news", STORED, random_articles=2000, root=full_data_root)
     assert result["overlap"] == pytest.approx(stored["overlap"], abs=1e-12)
     fit = load_fit(STORED)
     x = 100 * stored["overlap"]["token"]
     assert result["prediction"]["gap"] == pytest.approx(fit.slope * x + fit.intercept)
     assert result["prediction"]["low"] < result["prediction"]["gap"] < result["prediction"]["high"]
     with pytest.raises(ValueError, match="exactly one candidate"):
-        estimate("ag_news", STORED, root=data_root)
+        estimate("ag_news", STORED, root=full_data_root)
 
 
 # ---------------------------------------------------------------- the sweep, tiny
