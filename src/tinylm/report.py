@@ -261,8 +261,8 @@ def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence
 # ---------------------------------------------------------------- plots (matplotlib's Agg canvas, no pyplot state)
 
 
-def _new_figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
+def new_figure(figsize: tuple[float, float] = (6.4, 4.2)) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)  # explicit Agg: works headless and leaves the global backend alone
     return fig, fig.add_subplot()
 
@@ -276,7 +276,7 @@ def plot_gap_vs_size(cells: Sequence[Cell], path: Path, confidence: float = 0.95
     cells = [c for c in cells if c.experiment == "size"]
     if not cells:
         return None
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     for task, group in itertools.groupby(cells, key=lambda c: c.task):
         group = list(group)
         ax.errorbar([c.articles for c in group], [100 * c.gap.mean for c in group], yerr=[_err(c.gap) for c in group],
@@ -298,7 +298,7 @@ def plot_gap_vs_overlap(cells: Sequence[Cell], path: Path, measure: str = DEFAUL
     cells = [c for c in cells if c.experiment == "overlap" and measure in c.overlap]
     if not cells:
         return None
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     for task, group in itertools.groupby(cells, key=lambda c: c.task):
         group = list(group)
         ax.errorbar([100 * c.overlap[measure] for c in group], [100 * c.gap.mean for c in group],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,14 @@ from tqdm.auto import tqdm
 from tinylm.checkpoint import write_json
 from tinylm.committee import hard_vote, soft_vote
 from tinylm.committee_train import finetune_committee, pretrain_committee
-from tinylm.config import FinetuneConfig, PretrainConfig, replace
+from tinylm.config import FinetuneConfig, PretrainConfig, model_preset, replace
 from tinylm.data import load_task
 from tinylm.distributed import is_main_process
 from tinylm.evaluate import Classifier, predict_proba
-from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info
+from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info, results_command
 from tinylm.recipes.runs import cached_finetune, cached_pretrain, run_dir
-from tinylm.recipes.scales import SCALES, TASK_ORDER
+from tinylm.recipes.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
+from tinylm.validation import TEXT, Allowed, each, instance_of, validate
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -48,6 +48,14 @@ class CommitteeScale:
     samples: dict[str, tuple[int, int]]  # task -> (train, test) per label
     seeds: int
     committee_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def rules(self) -> dict[str, Allowed]:
+        return {"name": TEXT, "members": COUNT, "member_model": model_preset(), "deep_model": model_preset(),
+                "pretrain": instance_of(PretrainConfig), "finetune": instance_of(FinetuneConfig),
+                "samples": TASK_SAMPLES, "seeds": COUNT, "committee_sizes": each(COUNT)}
 
 
 COMMITTEE_SCALES: dict[str, CommitteeScale] = {
@@ -83,9 +91,8 @@ def reproduce_committee(
 
     out, started = Path(out), time.perf_counter()
     runs = out / "runs"
-    n = scale.members if members is None else members
-    if n < 1:
-        raise ValueError("--members must be at least 1")
+    scale = replace(scale, members=members)  # checked like any scale; None keeps the scale's
+    n = scale.members
     sizes = tuple(k for k in scale.committee_sizes if k <= n)
     n_seeds = seeds or scale.seeds
     task_data = {t: load_task(t, root, train_per_label=scale.samples[t][0], test_per_label=scale.samples[t][1],
@@ -129,7 +136,7 @@ def reproduce_committee(
             })
     results = {
         "experiment": "committee",
-        "command": "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None,
+        "command": results_command(),
         "scale": scale.name, "members": n, "member_model": scale.member_model, "deep_model": scale.deep_model,
         "committee_sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
         "pretrain_articles": scale.pretrain.articles, "samples_per_label": {t: scale.samples[t] for t in tasks},

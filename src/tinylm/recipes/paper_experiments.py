@@ -104,7 +104,7 @@ def reproduce(
             records.append(record)
 
     results = {
-        "command": "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None,
+        "command": results_command(),
         "experiments": list(experiments), "scale": scale.name, "seeds": n_seeds, "sizes": list(sizes),
         "tasks": list(tasks), "samples_per_label": {t: scale.samples[t] for t in tasks},
         "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1),
@@ -148,6 +148,11 @@ def token_overlaps(scale: Scale, sizes: tuple[int, ...], task_data: dict[str, An
 
 def _summary_seconds(pre_dir: Path) -> float:
     return float(json.loads((pre_dir / "summary.json").read_text())["seconds"])
+
+
+def results_command() -> str | None:
+    """The tinylm command line that produced a results.json (None when called from Python)."""
+    return "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None
 
 
 def machine_info() -> dict[str, Any]:

@@ -19,7 +19,9 @@ def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig) -> Path
     """RUNS/<kind>-<hash>; an init folder enters the hash by name, so a moved sweep folder keeps its cache."""
     key = cfg.to_dict()
     if key.get("init"):
-        key["init"] = Path(key["init"]).name
+        init = Path(key["init"])
+        # A snapshot (RUN/snapshots/step-N) is named by its run too: every run has a step-N.
+        key["init"] = f"{init.parent.parent.name}/{init.name}" if init.parent.name == "snapshots" else init.name
     return runs / f"{kind}-{config_hash(key)}"
 
 

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from tinylm.data import Article, DataError, TaskData, articles_path, data_root, 
 from tinylm.data.wikipedia import ARTICLES_FILE
 from tinylm.overlap import DEFAULT_MEASURE, OVERLAP_MEASURES, WEIGHTED_MIN_COUNT, count_tokens
 from tinylm.prediction import GapFit, fit_gap_on_overlap, load_results
-from tinylm.recipes.paper_experiments import FIRST_SEED, finetune_pair, machine_info, token_overlaps
+from tinylm.recipes.paper_experiments import FIRST_SEED, finetune_pair, machine_info, results_command, token_overlaps
 from tinylm.recipes.runs import cached_pretrain
 from tinylm.recipes.scales import TASK_ORDER, Scale
 from tinylm.selection import DEFAULT_SELECTION_MEASURE, Selection, count_matrix, greedy_select, objective
@@ -341,7 +340,7 @@ def reproduce_selection(
                                        ft, choice.summary["overlap"], choice.id))
 
     summary = {
-        "command": "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None,
+        "command": results_command(),
         "scale": scale.name, "sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
         "measures": list(measures), "split": split, "selection_seed": selection_seed,
         "samples_per_label": {t: scale.samples[t] for t in tasks},
