@@ -20,6 +20,8 @@ from tinylm.cli_selection import run_estimate, run_select
 from tinylm.cli_selection import run_reproduce as run_selection_reproduce
 from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
 from tinylm.data import DataError
+from tinylm.data.corpus import CORPUS_HELP
+from tinylm.data.user_files import SOURCE_HELP, LabelledSource
 from tinylm.deploy_cli import add_deploy_parsers, add_runtime_flags, run_deploy
 
 
@@ -31,10 +33,14 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--field` flag per dataclass field, typed from its annotation; default None = keep the preset's."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, only: Sequence[str] | None = None,
+                     exclude: Sequence[str] = (), helps: dict[str, str] | None = None) -> None:
+    """One `--field` flag per dataclass field (or per field in `only`, less `exclude`), typed from its annotation;
+    default None = keep the preset's. `helps` gives some fields a help text of their own."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
         hint = hints[f.name]
         args = typing.get_args(hint)
         choices = None
@@ -51,13 +57,43 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 kind = str
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=f.name, type=kind, choices=choices, default=None,
-                            help="(preset: see `tinylm presets`)")
+                            help=(helps or {}).get(f.name, "(preset: see `tinylm presets`)"))
 
 
 def config_from_args(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:
     base = presets[args.preset]
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}  # a command may offer a few
     return replace(base, **overrides)
+
+
+def pretrain_config(args: argparse.Namespace) -> PretrainConfig:
+    """The pre-training config of `pretrain` or `overlap`: a --corpus is used whole unless --articles is given
+    (a preset's article count is a Wikipedia subset's size)."""
+    cfg = config_from_args(PretrainConfig, PRETRAIN_PRESETS, args)
+    if cfg.corpus and args.articles is None:
+        from tinylm.data.corpus import count_documents
+
+        cfg = replace(cfg, articles=count_documents(cfg.corpus, cfg.text_field))
+    return cfg
+
+
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """The fine-tuning config of the arguments. With the user's own data a preset's per-label counts (its
+    built-in tasks' samples) do not apply: every row is used unless --train-per-label/--test-per-label say."""
+    cfg = config_from_args(FinetuneConfig, FINETUNE_PRESETS, args)
+    if LabelledSource.of(cfg).given:
+        if args.task is not None:
+            raise ValueError("give --task or your own data (--train-file or --dataset), not both")
+        cfg = dataclasses.replace(cfg, train_per_label=args.train_per_label, test_per_label=args.test_per_label)
+    return cfg
+
+
+def task_or_own_data(args: argparse.Namespace) -> LabelledSource:
+    """The data flags of `evaluate` and `overlap`: --task NAME or the user's own data, exactly one of them."""
+    source = LabelledSource.of(args)
+    if bool(args.task) == source.given:
+        raise ValueError("give --task NAME or your own data (--train-file, --test-file or --dataset), one of them")
+    return source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,19 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="MLM pre-training on Wikipedia openings")
+    p = sub.add_parser("pretrain", help="MLM pre-training on Wikipedia openings or your own corpus (--corpus)")
     p.add_argument("--preset", choices=list(PRETRAIN_PRESETS), default="cpu")
     p.add_argument("--out", required=True, help="run folder; the model lands in OUT/model; re-run to resume")
-    add_config_flags(p, PretrainConfig)
+    add_config_flags(p, PretrainConfig, helps=CORPUS_HELP)
 
-    f = sub.add_parser("finetune", help="fine-tune a classifier (from --init, or from scratch)")
+    f = sub.add_parser("finetune", help="fine-tune a classifier (from --init, or from scratch) on a built-in "
+                                        "task or your own data (--train-file)")
     f.add_argument("--preset", choices=list(FINETUNE_PRESETS), default="cpu")
     f.add_argument("--out", required=True, help="run folder; the model lands in OUT/model; re-run to resume")
-    add_config_flags(f, FinetuneConfig)
+    add_config_flags(f, FinetuneConfig, helps=SOURCE_HELP)
 
-    e = sub.add_parser("evaluate", help="evaluate a fine-tuned model on its task's test sample")
+    e = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a task's test sample or your own data")
     e.add_argument("model", help="a fine-tuned model folder (or its run folder)")
-    e.add_argument("--task", required=True)
+    e.add_argument("--task", default=None, help="a built-in task (or your own data: --test-file, ...)")
+    add_config_flags(e, LabelledSource, exclude=("validation_fraction",), helps=SOURCE_HELP)
     e.add_argument("--test-per-label", type=int, default=None)
     e.add_argument("--data-seed", type=int, default=42)
     e.add_argument("--out", default=None, help="write the metrics JSON here (default: print)")
@@ -88,12 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("texts", nargs="*")
     add_runtime_flags(r)
 
+    o = sub.add_parser("overlap", help="token overlap between a pre-training corpus and labelled data, before "
+                                       "training (the tokenizer, documents and windows `pretrain` would use)")
+    o.add_argument("--preset", choices=list(PRETRAIN_PRESETS), default="cpu", help="the pre-training preset")
+    add_config_flags(o, PretrainConfig, only=("corpus", "text_field", "articles", "tokenizer", "model", "seq_len",
+                                              "data_seed", "data_source"), helps=CORPUS_HELP)
+    o.add_argument("--task", default=None, help="a built-in task (or your own data: --train-file, ...)")
+    add_config_flags(o, LabelledSource, exclude=("validation_fraction",), helps=SOURCE_HELP)
+    o.add_argument("--train-per-label", type=int, default=None)
+    o.add_argument("--test-per-label", type=int, default=None)
+
     d = sub.add_parser("demo", help="pre-train, fine-tune and compare to a from-scratch twin on shipped data")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seed", type=int, default=42)
 
     x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee", "selection"])
+    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee", "selection", "curve", "arms"])
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
@@ -122,22 +170,24 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "pretrain":
         from tinylm.pretrain import pretrain
 
-        _print_json(pretrain(config_from_args(PretrainConfig, PRETRAIN_PRESETS, args), args.out,
-                             root=args.data, device=args.device))
+        _print_json(pretrain(pretrain_config(args), args.out, root=args.data, device=args.device))
     elif args.command == "finetune":
         from tinylm.finetune import finetune
 
-        result = finetune(config_from_args(FinetuneConfig, FINETUNE_PRESETS, args), args.out,
-                          root=args.data, device=args.device)
+        result = finetune(finetune_config(args), args.out, root=args.data, device=args.device)
         _print_json({k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")})
     elif args.command == "evaluate":
         from tinylm.checkpoint import write_json
-        from tinylm.data import load_task
+        from tinylm.data.user_files import load_task_data
         from tinylm.evaluate import Classifier, evaluate_model
 
+        source = task_or_own_data(args)
+        if source.given:
+            source.require(train=False)
         clf = Classifier.load(args.model, device=args.device)
-        task = load_task(args.task, args.data, train_per_label=0, test_per_label=args.test_per_label,
-                         seed=args.data_seed)
+        # The user's test labels are checked against the model's own; a built-in task's must equal them.
+        task = load_task_data(source, args.task, args.data, train_per_label=0, test_per_label=args.test_per_label,
+                              seed=args.data_seed, label_names=clf.label_names if source.given else None)
         if task.label_names != clf.label_names:
             raise DataError(args.model, f"model labels {clf.label_names} differ from {args.task}'s {task.label_names}")
         metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names)
@@ -153,6 +203,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         predictor = Predictor.load(args.model, args.runtime, device=args.device, onnx_path=args.onnx)
         for text, pred in zip(texts, predictor.predict(texts), strict=True):
             print(json.dumps({"text": text, **pred}))
+    elif args.command == "overlap":
+        _print_json(run_overlap(args))
     elif args.command in ("serve", "export"):
         run_deploy(args)
     elif args.command == "demo":
@@ -172,6 +224,22 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--seeds must be at least 1")
         if args.experiment == "selection":
             return run_selection_reproduce(args, tasks)
+        if args.experiment == "arms":
+            from tinylm.recipes.overlap_arms import reproduce_arms
+
+            results = reproduce_arms(SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks, runs=args.runs,
+                                     root=args.data, device=args.device)
+            print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
+                  f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plot)")
+            return 0
+        if args.experiment == "curve":
+            from tinylm.recipes.curve import reproduce_curve
+
+            results = reproduce_curve(SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks, root=args.data,
+                                      device=args.device, runs=args.runs)
+            print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
+                  f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plot)")
+            return 0
         if args.experiment == "committee":
             from tinylm.recipes.committee import COMMITTEE_SCALES, reproduce_committee
 
@@ -195,6 +263,26 @@ def run(argv: Sequence[str] | None = None) -> int:
             "finetune": {k: v.to_dict() for k, v in FINETUNE_PRESETS.items()},
         })
     return 0
+
+
+def run_overlap(args: argparse.Namespace) -> dict[str, Any]:
+    """`tinylm overlap`: the overlap measures (tinylm.overlap) between the documents and tokenizer a `pretrain`
+    with the same flags would use and the labelled texts (training and test examples)."""
+    from tinylm.config import resolve_model_config
+    from tinylm.data.user_files import load_task_data
+    from tinylm.overlap import overlap_report
+    from tinylm.pretrain import pretraining_texts, pretraining_tokenizer
+
+    source = task_or_own_data(args)
+    cfg = pretrain_config(args)
+    task = load_task_data(source, args.task, args.data, train_per_label=args.train_per_label,
+                          test_per_label=args.test_per_label, seed=cfg.data_seed)
+    texts = pretraining_texts(cfg, args.data)
+    tokenizer = pretraining_tokenizer(cfg, texts, resolve_model_config(cfg.model).vocab_size, args.data)
+    labelled = [e.text for e in (*task.train, *task.validation, *task.test)]
+    return {"corpus": cfg.corpus or f"wikipedia ({cfg.data_source})", "documents": len(texts), "data": task.name,
+            "texts": len(labelled), "tokenizer": cfg.tokenizer, "vocab_size": len(tokenizer), "seq_len": cfg.seq_len,
+            "overlap": overlap_report(texts, labelled, tokenizer, cfg.seq_len)}
 
 
 def _print_demo(r: dict[str, Any], out: Path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -121,6 +122,7 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         f"{side['deep_pretrain'] / 60:.0f}). Both sides see the same articles for the same epochs; the committee "
         f"does the training work of {n} {shallow} models. Inference latency is measured separately by "
         "benchmarks/committee_latency.py."))
+    blocks += _quality_blocks(records, shallow, deep)
     if figure:
         blocks.append(Image(figure, f"accuracy against committee size, with {deep}"))
     for task, recs in tasks.items():
@@ -133,6 +135,9 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
         rows.append([f"mean single member ({shallow})", str(members.n), _pct(members), "–"])
         deep_ci = mean_ci([r["deep_accuracy"] for r in recs])
         rows.append([f"{deep} (seeds)", str(deep_ci.n), _pct(deep_ci), "–"])
+        if all("deep_scratch_accuracy" in r for r in recs):
+            scratch_ci = mean_ci([r["deep_scratch_accuracy"] for r in recs])
+            rows.append([f"{deep} from scratch (seeds)", str(scratch_ci.n), _pct(scratch_ci), "–"])
         blocks.append(Table(["Members k", "Committees", "Soft vote acc. (%)", "Hard vote acc. (%)"], rows))
     blocks.append(Heading("Runs", 2))
     blocks.append(Table(
@@ -143,6 +148,33 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
           f"{100 * r['deep_accuracy']:.1f}", f"{100 * r['committee_minus_deep']['difference']:+.1f}"]
          for recs in tasks.values() for r in recs]))
     return blocks
+
+
+def _quality_blocks(records: Sequence[Mapping[str, Any]], shallow: str, deep: str) -> list[Block]:
+    """Both sides' held-out MLM quality (one value per pre-training run) and the deep model's pre-training gap."""
+    runs: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        runs[r["runs"]["committee_pretrain"]] = r.get("quality") or {}
+    members = [q for quality in runs.values() for q in quality.get("members", [])]
+    deeps = {r["runs"]["deep_pretrain"]: (r.get("quality") or {}).get("deep") for r in records}
+    deeps = {k: v for k, v in deeps.items() if v}
+    if not members or not deeps:
+        return []
+
+    def row(name: str, qs: Sequence[Mapping[str, Any]]) -> list[str]:
+        return [name, str(len(qs)), _pct(mean_ci([q["mlm_accuracy"] for q in qs])),
+                f"{100 * np.mean([q['unigram_accuracy'] for q in qs]):.1f}",
+                f"{np.mean([q['mlm_loss'] for q in qs]):.2f}", f"{np.mean([q['unigram_loss'] for q in qs]):.2f}"]
+
+    gaps = [f"{task} {100 * np.mean([r['deep_accuracy'] - r['deep_scratch_accuracy'] for r in recs]):+.1f}"
+            for task, recs in _by_task(records).items() if all("deep_scratch_accuracy" in r for r in recs)]
+    return [Heading("Did pre-training learn language?", 2),
+            Para("Held-out masked-token accuracy on Wikipedia openings no model trains on, against the unigram "
+                 "baseline (tinylm.mlm_quality); members are scored one by one as single models."
+                 + (f" {deep} pre-trained minus its from-scratch twin (points, mean over seeds): "
+                    + ", ".join(gaps) + "." if gaps else "")),
+            Table(["Model", "Runs", "Held-out MLM acc. (%)", "Unigram acc. (%)", "MLM loss", "Unigram loss"],
+                  [row(f"{shallow} (each member)", members), row(deep, list(deeps.values()))])]
 
 
 def render_committee_report(results: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:

@@ -41,16 +41,23 @@ from tinylm.committee import (
     stack_member_batches,
 )
 from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
-from tinylm.data import TaskData, load_task
+from tinylm.data import TaskData
 from tinylm.distributed import World, barrier, init_distributed, member_shard
 from tinylm.evaluate import classification_metrics
-from tinylm.finetune import ClassificationBatches, encode_examples
-from tinylm.pretrain import MLMBatches, model_folder, prepare_pretraining
+from tinylm.finetune import ClassificationBatches, encode_examples, finetune_task
+from tinylm.mlm_quality import quality_or_reason
+from tinylm.pretrain import MLMBatches, encode_cached, model_folder, prepare_pretraining
 from tinylm.runtime import configure_threads, pick_device
 from tinylm.tokenizer import load_tokenizer
 from tinylm.training import CHECKPOINT, Batch, LoopConfig, LoopState, train_loop
+from tinylm.validation import check, integer, validate
 
 MEMBER_SEED_STRIDE = 1000  # member j of a committee with seed s trains with seed s + 1000 j
+
+
+def _check_members(members: int) -> None:
+    """The one committee setting outside its recipe config, checked as the configs check theirs."""
+    check("committee", "members", members, integer(1))
 
 
 def member_seeds(seed: int, n: int) -> list[int]:
@@ -177,8 +184,7 @@ def pretrain_committee(
 
     Under torchrun the members are split over the ranks (see the module docstring); every rank returns the
     whole committee's summary once out/model is written."""
-    if members < 1:
-        raise ValueError("a committee needs at least one member")
+    _check_members(members)
     configure_threads()
     dev = pick_device(device)
     world = init_distributed(dev)
@@ -209,6 +215,7 @@ def pretrain_committee(
         summary = {"members": members, **_combined_training([_block_summary(part, state, "seconds")], "seconds"),
                    **info}
         if state.epoch >= cfg.epochs:
+            summary["member_quality"] = member_quality(committee, cfg, tokenizer, ids, len(articles), root)
             save_committee(committee.cpu(), out / "model", tokenizer,
                            extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
             write_json(out / "summary.json", summary)
@@ -221,11 +228,21 @@ def pretrain_committee(
                "processes": world.size}
     if world.is_main and summary["epochs_done"] >= cfg.epochs:
         blocks = [shard_dir(out, b) for b in _blocks(members, world)]
-        save_committee(gather_committee(blocks, model_cfg, "mlm"), out / "model", tokenizer,
+        gathered = gather_committee(blocks, model_cfg, "mlm")
+        summary["member_quality"] = member_quality(gathered, cfg, tokenizer, ids, len(articles), root)
+        save_committee(gathered, out / "model", tokenizer,
                        extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
         write_json(out / "summary.json", summary)
     barrier(world)
     return summary
+
+
+def member_quality(committee: Committee, cfg: PretrainConfig, tokenizer: Any, ids: np.ndarray, articles: int,
+                   root: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """Each member's held-out MLM quality (mlm_quality), scored as the single model it is."""
+    return [quality_or_reason(committee.member(i), tokenizer, ids, articles, cfg.seq_len, root=root,
+                              data_seed=cfg.data_seed, source=cfg.data_source, encode=encode_cached)
+            for i in range(committee.n)]
 
 
 def classification_committee(cfg: FinetuneConfig, members: int, num_labels: int, label_names: list[str],
@@ -269,13 +286,12 @@ def finetune_committee(
 
     Under torchrun the members are split over the ranks, each rank evaluates its own members on its device, and
     rank 0 gathers weights and probabilities; every rank returns the same metrics."""
+    _check_members(members)
+    validate(cfg)  # again, as finetune does: fields can be set after the config was built
     configure_threads()
     dev = pick_device(device)
     world = init_distributed(dev)
-    task = task_data or load_task(
-        cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
-        seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers, source=cfg.data_source,
-    )
+    task = task_data or finetune_task(cfg, root)
     tokenizer = _committee_tokenizer(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -303,11 +319,11 @@ def finetune_committee(
 
     def loop_cfg(part: range) -> LoopConfig:
         label = f"{members} members" if len(part) == members else f"members {part.start}-{part.stop - 1} of {members}"
-        return _loop_config(replace(cfg, seed=seeds[part.start]), f"finetune {cfg.task} ({label}, {kind})")
+        return _loop_config(replace(cfg, seed=seeds[part.start]), f"finetune {task.name} ({label}, {kind})")
 
     meta = {"recipe": "finetune_committee", "config": config_hash(cfg), "members": members}
     part, run_out, committee, state = _train_members(world, members, out, meta, build, loop_cfg, dev, stop_after)
-    info = {"task": cfg.task, "init": str(cfg.init) if cfg.init else None, "members": members}
+    info = {"task": task.name, "init": str(cfg.init) if cfg.init else None, "members": members}
     sizes = {"train_examples": len(task.train), "test_examples": len(task.test)}
     y = np.array([e.label for e in task.test])
 

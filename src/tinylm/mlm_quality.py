@@ -2,7 +2,7 @@
 
 Training loss says little about whether MLM has left the unigram stage (predicting frequent tokens everywhere).
 Three measures make that a number, on a fixed held-out set of Wikipedia openings that no pre-training subset
-contains (the last HELDOUT_ARTICLES of the data seed's permutation; subsets are the first N):
+contains (the last heldout_count(pool) of the data seed's permutation; subsets are the first N):
 
 - masked-token loss and top-1 accuracy at a fixed, seeded 15 % of the held-out positions (all replaced by
   [MASK], so every run is scored on the very same inputs);
@@ -56,16 +56,18 @@ CLOZE_PROBE: tuple[tuple[str, str], ...] = (
 )
 
 
-def heldout_texts(
-    root: str | os.PathLike | None = None, *, seed: int = 42, n: int = HELDOUT_ARTICLES
-) -> tuple[list[str], int]:
-    """The held-out openings (the last `n` articles of the `seed` permutation of the local file) and the pool size.
+def heldout_count(pool: int) -> int:
+    """How many articles of a pool are held out: HELDOUT_ARTICLES, or a tenth of a small pool (test samples)."""
+    return min(HELDOUT_ARTICLES, pool // 10)
 
-    Subsets of up to pool - n articles never contain them. Raises DataError when the file holds too few.
-    """
+
+def heldout_texts(root: str | os.PathLike | None = None, *, seed: int = 42) -> tuple[list[str], int]:
+    """The held-out openings (the last heldout_count articles of the `seed` permutation of the local file) and
+    the pool size. Subsets of up to pool - heldout_count(pool) articles never contain them."""
     pool = sum(1 for _ in read_articles(articles_path(root)))
-    if pool <= n:
-        raise DataError(articles_path(root), f"{pool} articles: too few to hold out {n}")
+    n = heldout_count(pool)
+    if n < 1:
+        raise DataError(articles_path(root), f"{pool} articles: too few to hold any out")
     articles = load_articles(pool, seed=seed, root=root)
     return [a.text for a in articles[pool - n:]], pool
 
@@ -190,4 +192,4 @@ def quality_or_reason(
         return {"skipped": f"{subset_size} of {pool} articles trained on: the last {len(texts)} (held out) "
                            "are part of the subset"}
     ids = encode(tokenizer, texts, seq_len)
-    return mlm_quality(model, tokenizer, ids, train_ids)
+    return {"heldout_articles": len(texts), **mlm_quality(model, tokenizer, ids, train_ids)}

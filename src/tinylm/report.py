@@ -413,6 +413,7 @@ def build_blocks(records: Sequence[Mapping[str, Any]], paper: PaperNumbers | Non
              "with one seed has none."),
     ]
     summary_at = len(blocks)  # the summary is filled in once every finding is known
+    blocks += quality_blocks(records, confidence)
 
     # Experiment 1: the gap per task.
     gap_cells = [c for c in cells if c.experiment == "gap"]
@@ -499,6 +500,32 @@ def build_blocks(records: Sequence[Mapping[str, Any]], paper: PaperNumbers | Non
          for r in sorted(records, key=lambda r: (EXPERIMENTS.index(r["experiment"]), _task_key(r["task"]),
                                                  r["articles"], r["seed"]))])]
     return blocks
+
+
+def quality_blocks(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> list[Block]:
+    """Did pre-training learn language? Held-out MLM accuracy per pre-training size against the unigram level.
+
+    One value per pre-training run (a run serves every task); records without quality (older runs) are skipped."""
+    runs: dict[tuple[int, int], Mapping[str, Any]] = {}
+    for r in records:
+        if r.get("pretrain_quality"):
+            runs[(r["articles"], r["seed"])] = r["pretrain_quality"]
+    if not runs:
+        return []
+    rows = []
+    for size in sorted({a for a, _ in runs}):
+        qs = [q for (a, _), q in sorted(runs.items()) if a == size]
+        acc = mean_ci([q["mlm_accuracy"] for q in qs], confidence)
+        rows.append([f"{size:,}", fmt_mean_ci(acc), f"{100 * np.mean([q['unigram_accuracy'] for q in qs]):.1f}",
+                     f"{np.mean([q['mlm_loss'] for q in qs]):.2f}", f"{np.mean([q['unigram_loss'] for q in qs]):.2f}",
+                     f"{100 * np.mean([q['cloze_top5'] for q in qs]):.0f}"])
+    return [Heading("Did pre-training learn language?"),
+            Para("Held-out masked-token accuracy and loss on Wikipedia openings that no subset trains on (a "
+                 "fixed 15 % of their tokens replaced by [MASK]), against the unigram baseline: predicting the "
+                 "training subset's token frequencies everywhere, the level of an MLM that ignores context. Cloze: "
+                 "top-5 hits on a fixed probe of short sentences with a known answer (tinylm.mlm_quality)."),
+            Table(["Articles", "Held-out MLM acc. (%)", "Unigram acc. (%)", "MLM loss", "Unigram loss",
+                   "Cloze top-5 (%)"], rows)]
 
 
 def _label(cell: Cell, cells: Sequence[Cell]) -> str:

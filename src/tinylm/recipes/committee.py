@@ -27,7 +27,7 @@ from tinylm.config import FinetuneConfig, PretrainConfig, model_preset, replace
 from tinylm.data import load_task
 from tinylm.distributed import is_main_process
 from tinylm.evaluate import Classifier, predict_proba
-from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info, results_command
+from tinylm.recipes.paper_experiments import FIRST_SEED, machine_info, pretrain_quality, results_command
 from tinylm.recipes.runs import cached_finetune, cached_pretrain, run_dir
 from tinylm.recipes.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
 from tinylm.validation import TEXT, Allowed, each, instance_of, validate
@@ -117,13 +117,17 @@ def reproduce_committee(
                 finetune_committee(shallow_ft, n, ft_dir, root=root, device=device, task_data=data)
             committee_metrics = _read_json(ft_dir / "metrics.json")
             deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, root, device, data)
+            # The deep model's scratch twin: did pre-training help the model the committee is compared with?
+            deep_scratch = cached_finetune(replace(ft, model=scale.deep_model, tokenizer=scale.pretrain.tokenizer),
+                                           runs, root, device, data)
             deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
             member_probs = np.load(ft_dir / "member_probs.npy")
             labels = np.array([e.label for e in data.test])
             records.append({
                 "task": task, "seed": seed, "members": n,
                 **committee_record(member_probs, labels, sizes),
-                "deep_accuracy": deep["accuracy"],
+                "deep_accuracy": deep["accuracy"], "deep_scratch_accuracy": deep_scratch["accuracy"],
+                "quality": {"members": member_qualities(pre_dir), "deep": pretrain_quality(deep_dir)},
                 "committee_minus_deep": paired_bootstrap(soft_vote(member_probs).numpy(), deep_probs, labels,
                                                          seed=seed),
                 "seconds": {"committee_pretrain": _read_json(pre_dir / "summary.json")["seconds"],
@@ -175,6 +179,13 @@ def paired_bootstrap(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarra
     tail = (1 - confidence) / 2
     return {"difference": float(diff.mean()), "low": float(np.quantile(boot, tail)),
             "high": float(np.quantile(boot, 1 - tail)), "samples": samples}
+
+
+def member_qualities(pre_dir: Path) -> list[dict[str, Any]]:
+    """Each committee member's held-out MLM quality, as pretrain_quality gives a single model's."""
+    qualities = _read_json(pre_dir / "summary.json").get("member_quality") or []
+    keep = ("mlm_loss", "mlm_accuracy", "unigram_loss", "unigram_accuracy")
+    return [{**{k: q[k] for k in keep}, "cloze_top5": q["cloze"]["top5"]} for q in qualities if "mlm_accuracy" in q]
 
 
 def _deep_probs(run: Path, texts: list[str], precision: Any) -> np.ndarray:

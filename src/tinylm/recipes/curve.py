@@ -159,7 +159,7 @@ def render_curve_report(records: Sequence[Mapping[str, Any]], out: str | os.Path
              f"snapshots at halvings of its steps; each snapshot was fine-tuned on every task with the experiments' "
              f"recipe and compared with the same from-scratch twin (step 0). {n} seeds; '±' is the 95% Student-t "
              "half-width over seeds (the gap's is paired by seed). Snapshots before the end are taken mid-schedule "
-             "(learning rate not yet decayed). Held-out MLM accuracy is on 500 Wikipedia openings no subset trains "
+             "(learning rate not yet decayed). Held-out MLM accuracy is on Wikipedia openings that no subset trains "
              "on; the unigram baseline predicts the training subset's most frequent token."),
         Table(["Task", "Step", "Held-out MLM acc. (%)", "Unigram acc. (%)", "MLM loss / unigram loss",
                "Pre-trained acc. (%)", "Gap (points)"],

@@ -74,7 +74,7 @@ def reproduce(
             pretrained, scratch, ft = finetune_pair(scale, task, seed, pre_dir, runs, root, device, task_data[task])
             pairs[(task, size, seed)] = {
                 "pretrained": pretrained, "scratch": scratch, "pretrain_run": pre_dir.name,
-                "pretrain_seconds": _summary_seconds(pre_dir),
+                "pretrain_seconds": _summary_seconds(pre_dir), "pretrain_quality": pretrain_quality(pre_dir),
                 "pretrain_config": pre_cfg.to_dict(), "finetune_config": ft.to_dict(),
             }
 
@@ -99,6 +99,8 @@ def reproduce(
                          "scratch": pair["scratch"]["run"]},
                 "pretrain_config": pair["pretrain_config"], "finetune_config": pair["finetune_config"],
             }
+            if pair["pretrain_quality"]:
+                record["pretrain_quality"] = pair["pretrain_quality"]
             if experiment == "overlap":
                 record["overlap"] = overlaps[(task, size)]
             records.append(record)
@@ -146,6 +148,16 @@ def token_overlaps(scale: Scale, sizes: tuple[int, ...], task_data: dict[str, An
     return result
 
 
+def pretrain_quality(pre_dir: Path) -> dict[str, Any]:
+    """The held-out MLM quality of a finished pre-training run (tinylm.mlm_quality), flattened for a record."""
+    quality = json.loads((pre_dir / "summary.json").read_text()).get("quality") or {}
+    if "mlm_accuracy" not in quality:
+        return {}
+    keep = ("mlm_loss", "mlm_accuracy", "unigram_loss", "unigram_accuracy")
+    return {**{k: quality[k] for k in keep}, "cloze_top1": quality["cloze"]["top1"],
+            "cloze_top5": quality["cloze"]["top5"]}
+
+
 def _summary_seconds(pre_dir: Path) -> float:
     return float(json.loads((pre_dir / "summary.json").read_text())["seconds"])
 
@@ -153,6 +165,17 @@ def _summary_seconds(pre_dir: Path) -> float:
 def results_command() -> str | None:
     """The tinylm command line that produced a results.json (None when called from Python)."""
     return "tinylm " + " ".join(sys.argv[1:]) if sys.argv and "tinylm" in sys.argv[0] else None
+
+
+def source_commit() -> str | None:
+    """The git commit of the tinylm source that ran (None outside a git checkout), kept with every result."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def machine_info() -> dict[str, Any]:
@@ -167,4 +190,4 @@ def machine_info() -> dict[str, Any]:
     return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "processes": env_world().size}
+            "processes": env_world().size, "tinylm_commit": source_commit()}
