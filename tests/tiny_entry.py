@@ -29,23 +29,29 @@ PRESETS = {
     "tiny-deep": replace(MODEL_PRESETS["demo"], **NO_DROPOUT),  # 2 layers, 128 wide
     "tiny-1": replace(MODEL_PRESETS["cpu-1"], **NO_DROPOUT),  # 1 layer, 128 wide
 }
-# Every shape of global batch: 17 and 41 articles in batches of 8 end with a one-row batch, which leaves one
-# of two ranks without rows; 14 x 2 DBpedia texts end with a batch of 4.
-TINY_PAPER = Scale(
-    name="paper",
-    sizes=(17, 41),
-    pretrain=replace(SCALES["paper"].pretrain, model="tiny-deep", tokenizer="tinylm-wiki-4k", articles=41,
-                     seq_len=32, epochs=2, batch_size=8, lr=1e-3, grad_clip=1.0, precision="fp32", save_every=4),
-    finetune=replace(SCALES["paper"].finetune, model="tiny-deep", epochs=2, batch_size=8, lr=1e-3, max_length=32,
-                     precision="fp32", save_every=4),
-    samples={"fewrel": (2, 2), "ag_news": (6, 4), "dbpedia": (2, 2)},
-    seeds=1,
-)
-TINY_COMMITTEE = CommitteeScale(
-    name="paper", members=3, member_model="tiny-1", deep_model="tiny-deep",  # 3 members: 2 ranks get 1 and 2
-    pretrain=replace(TINY_PAPER.pretrain, articles=17), finetune=TINY_PAPER.finetune, samples=TINY_PAPER.samples,
-    seeds=1, committee_sizes=(1, 2, 4),
-)
+
+
+def tiny_scales() -> tuple[Scale, CommitteeScale]:
+    """The shrunken `paper` scales; built once the tiny presets are installed, since configs check their model.
+
+    Every shape of global batch: 17 and 41 articles in batches of 8 end with a one-row batch, which leaves one
+    of two ranks without rows; 14 x 2 DBpedia texts end with a batch of 4."""
+    paper = Scale(
+        name="paper",
+        sizes=(17, 41),
+        pretrain=replace(SCALES["paper"].pretrain, model="tiny-deep", tokenizer="tinylm-wiki-4k", articles=41,
+                         seq_len=32, epochs=2, batch_size=8, lr=1e-3, grad_clip=1.0, precision="fp32", save_every=4),
+        finetune=replace(SCALES["paper"].finetune, model="tiny-deep", epochs=2, batch_size=8, lr=1e-3,
+                         max_length=32, precision="fp32", save_every=4),
+        samples={"fewrel": (2, 2), "ag_news": (6, 4), "dbpedia": (2, 2)},
+        seeds=1,
+    )
+    committee = CommitteeScale(
+        name="paper", members=3, member_model="tiny-1", deep_model="tiny-deep",  # 3 members: 2 ranks get 1 and 2
+        pretrain=replace(paper.pretrain, articles=17), finetune=paper.finetune, samples=paper.samples,
+        seeds=1, committee_sizes=(1, 2, 4),
+    )
+    return paper, committee
 
 
 @contextmanager
@@ -63,8 +69,7 @@ def installed() -> Iterator[None]:
 
 def install() -> None:
     MODEL_PRESETS.update(PRESETS)
-    SCALES["paper"] = TINY_PAPER
-    COMMITTEE_SCALES["paper"] = TINY_COMMITTEE
+    SCALES["paper"], COMMITTEE_SCALES["paper"] = tiny_scales()
 
 
 def stop_first_run_after(steps: int) -> None:

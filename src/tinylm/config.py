@@ -9,10 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+from tinylm.data.tasks import TASKS
+from tinylm.validation import Allowed, each, integer, number, one_of, optional, validate
+
 Precision = Literal["fp32", "bf16", "fp16"]
+DROPOUT = number(0, 1)  # a probability of dropping, so 1 (drop everything) is out
 
 
 @dataclass(frozen=True)
@@ -36,14 +42,27 @@ class ModelConfig:
     conv_channels: int = 0
 
     def __post_init__(self) -> None:
+        validate(self)  # first: the checks below divide by and compare these fields
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
         if self.conv_kernels and self.conv_channels <= 0:
             raise ValueError("conv_kernels given but conv_channels is not positive")
-        if self.num_hidden_layers < 1:
-            raise ValueError("num_hidden_layers must be at least 1")
+
+    def rules(self) -> dict[str, Allowed]:
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
+        return {
+            **dict.fromkeys(sizes, integer(1)),
+            "hidden_dropout_prob": DROPOUT,
+            "attention_probs_dropout_prob": DROPOUT,
+            "layer_norm_eps": number(0, open_low=True),
+            "initializer_range": number(0),
+            "pad_token_id": integer(0),
+            "conv_kernels": each(integer(1), allow_empty=True),
+            "conv_channels": integer(0),
+        }
 
     @property
     def is_plain_bert(self) -> bool:
@@ -104,6 +123,50 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "demo": _cpu(layers=2, hidden=128, heads=2, vocab=4096),
 }
 
+# Tokenizers known by name (tinylm.tokenizer.load_tokenizer); any other spec is a folder or a vocab.txt.
+# A 4,096-token WordPiece vocabulary trained on 12,000 Wikipedia openings, shipped with the package: the demo
+# and the CPU-scale experiments share it, so every run and its scratch twin tokenise the same way.
+SHIPPED_VOCABS = {"tinylm-wiki-4k": Path(__file__).parent / "demo_data" / "vocab.txt"}
+TOKENIZER_NAMES = ("bert-base-uncased", *SHIPPED_VOCABS)
+MIN_TOKENS = 3  # a sequence of [CLS], one token and [SEP]
+MAX_SEED = 2**63 - 1  # torch.manual_seed's and training.step_seed's range
+
+
+def model_preset() -> Allowed:
+    """A name in MODEL_PRESETS as it is now (callers may register presets, as tests/tiny_entry.py does)."""
+    return one_of(MODEL_PRESETS, "model preset")
+
+
+def tokenizer_spec(*names: str) -> Allowed:
+    """A tokenizer name, or a path. Whether a path holds a tokenizer is left to load time, since a recipe may
+    name a folder an earlier step writes (a scratch twin uses its pre-training run's); a bare word that is no
+    known name and no existing file or folder can only be a mistyped name, so it is refused here."""
+    known = (*names, *TOKENIZER_NAMES)
+
+    def test(v: Any) -> bool:
+        return isinstance(v, str) and v != "" and (v in known or "/" in v or os.sep in v or Path(v).exists())
+
+    return Allowed(test, f"{', '.join(known)}, or the path of a tokenizer folder or vocab.txt", "tokenizer")
+
+
+def _positions(preset: str) -> int | None:
+    model = MODEL_PRESETS.get(preset)
+    return model.max_position_embeddings if model else None
+
+
+# The settings pre-training and fine-tuning share (training.LoopConfig.of reads them).
+TRAINING_RULES: dict[str, Allowed] = {
+    "epochs": integer(1),
+    "batch_size": integer(1),
+    "lr": number(0, open_low=True),
+    "weight_decay": number(0),
+    "warmup_ratio": number(0, 1),
+    "grad_clip": number(0),
+    "seed": integer(0, MAX_SEED),
+    "data_seed": integer(0, MAX_SEED),
+    "save_every": integer(1),
+}
+
 
 @dataclass
 class PretrainConfig:
@@ -128,6 +191,22 @@ class PretrainConfig:
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
     snapshots: int = 0  # also save the model at steps T/2, T/4, ..., T/2^snapshots of a T-step run
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def rules(self) -> dict[str, Allowed]:
+        positions = _positions(self.model)
+        return {
+            "model": model_preset(),
+            "tokenizer": tokenizer_spec("train"),
+            "articles": integer(1),
+            "seq_len": integer(MIN_TOKENS, positions, f"the {self.model} model has {positions} positions")
+            if positions else integer(MIN_TOKENS),
+            "mask_prob": number(0, 1, open_low=True),
+            **TRAINING_RULES,
+            "snapshots": integer(0),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,6 +240,22 @@ class FinetuneConfig:
     save_every: int = 200
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def rules(self) -> dict[str, Allowed]:
+        # max_length is cut to the model's positions when it trains (the model may come from init), so no upper end
+        return {
+            "task": one_of(TASKS, "task"),
+            "init": optional(Allowed(lambda v: isinstance(v, str) and v != "", "a model folder"), "from scratch"),
+            "model": model_preset(),
+            "tokenizer": optional(tokenizer_spec(), "the init's"),
+            "train_per_label": optional(integer(1), "the paper's sampling"),
+            "test_per_label": optional(integer(1), "the paper's sampling"),
+            "max_length": integer(MIN_TOKENS),
+            **TRAINING_RULES,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,6 +22,7 @@ from tinylm.pretrain import model_folder
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.training import Batch, LoopConfig, train_loop
+from tinylm.validation import validate
 
 BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order still random
 
@@ -29,6 +30,8 @@ BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order s
 def encode_examples(
     tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example], max_length: int
 ) -> list[list[int]]:
+    if not examples:  # the fast tokenizer fails on an empty batch; no examples is train_loop's error to give
+        return []
     return tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]
 
 
@@ -48,9 +51,8 @@ class ClassificationBatches(Sequence[Batch]):
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(ids))
         bucket = batch_size * BUCKET_BATCHES
-        order = np.concatenate(
-            [sorted(order[i:i + bucket], key=lambda j: len(ids[j])) for i in range(0, len(order), bucket)]
-        )
+        buckets = [sorted(order[i:i + bucket], key=lambda j: len(ids[j])) for i in range(0, len(order), bucket)]
+        order = np.concatenate(buckets) if buckets else order  # no examples: no batches, which train_loop refuses
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         self.batches = [batches[i] for i in rng.permutation(len(batches))]
         self.ids, self.labels, self.pad_id = ids, labels, pad_id
@@ -102,6 +104,7 @@ def finetune(
     dev = pick_device(device)
     world = init_distributed(dev)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
+    validate(cfg)  # again: a config's fields can be set after it was built (and checked)
     task = task_data or load_task(
         cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
         seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers, source=cfg.data_source,

@@ -24,6 +24,7 @@ from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.training import Batch, LoopConfig, train_loop
+from tinylm.validation import validate
 
 SNAPSHOTS = "snapshots"
 
@@ -117,6 +118,7 @@ def prepare_pretraining(
     """What every MLM pre-training (one model or a committee) starts from: the articles, the run's tokenizer,
     the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
+    validate(cfg)  # again: a config's fields can be set after it was built (and checked)
     articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
     texts = [a.text for a in articles]
     base = resolve_model_config(cfg.model)
@@ -126,9 +128,7 @@ def prepare_pretraining(
     with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
         tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
         ids = encode_cached(tokenizer, texts, cfg.seq_len)
-    model_cfg = replace(base, vocab_size=len(tokenizer))
-    if cfg.seq_len > model_cfg.max_position_embeddings:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {model_cfg.max_position_embeddings} positions")
+    model_cfg = replace(base, vocab_size=len(tokenizer))  # (PretrainConfig checked seq_len against its positions)
     return articles, tokenizer, ids, model_cfg
 
 

@@ -15,12 +15,10 @@ import tokenizers
 from tokenizers import BertWordPieceTokenizer
 from transformers import PreTrainedTokenizerFast
 
+from tinylm.config import SHIPPED_VOCABS  # defined with the configs, which check tokenizer names
 from tinylm.data.paths import cache_dir, data_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# A 4,096-token WordPiece vocabulary trained on 12,000 Wikipedia openings, shipped with the package: the demo
-# and the CPU-scale experiments share it, so every run and its scratch twin tokenise the same way.
-SHIPPED_VOCABS = {"tinylm-wiki-4k": Path(__file__).parent / "demo_data" / "vocab.txt"}
 BERT_VOCAB = "vocab/bert-base-uncased-vocab.txt"
 
 

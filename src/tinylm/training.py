@@ -226,6 +226,9 @@ def train_loop(
         step_model = torch.compile(step_model)  # type: ignore[assignment]
     steps_per_epoch = len(epoch_batches(0))
     total = cfg.epochs * steps_per_epoch
+    if total < 1:  # the caller would save an untrained model as a trained one
+        raise ValueError(f"{cfg.desc}: {cfg.epochs} epochs of {steps_per_epoch} batches is no optimizer step; "
+                         "nothing to train on")
     writes = world.is_main  # checkpoints and logs: one writer, every rank reads them on resume
     bar = tqdm(total=total, initial=state.step, desc=cfg.desc, unit="step", dynamic_ncols=True,
                disable=not (writes if progress is None else progress))

@@ -13,10 +13,25 @@ fine-tuned worse than scratch: too few steps for a 30k-token output layer.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from tinylm.config import FINETUNE_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
+from tinylm.validation import TEXT, Allowed, each, instance_of, integer, validate
 
 TASK_ORDER: tuple[str, ...] = ("fewrel", "ag_news", "dbpedia")
+COUNT = integer(1)
+
+
+def _task_samples(samples: Any) -> bool:
+    return isinstance(samples, dict) and all(
+        task in TASK_ORDER and isinstance(pair, tuple | list) and len(pair) == 2 and all(map(COUNT.test, pair))
+        for task, pair in samples.items()
+    )
+
+
+# A scale's task samples: task -> (train, test) examples per label.
+TASK_SAMPLES = Allowed(_task_samples, f"a dict of tasks ({', '.join(TASK_ORDER)}) to (train, test) examples "
+                                      f"per label, each {COUNT.text}")
 
 
 @dataclass
@@ -29,6 +44,13 @@ class Scale:
     finetune: FinetuneConfig
     samples: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (train, test) per label
     seeds: int = 3
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def rules(self) -> dict[str, Allowed]:
+        return {"name": TEXT, "sizes": each(COUNT), "pretrain": instance_of(PretrainConfig),
+                "finetune": instance_of(FinetuneConfig), "samples": TASK_SAMPLES, "seeds": COUNT}
 
 
 SCALES: dict[str, Scale] = {
