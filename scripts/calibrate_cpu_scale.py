@@ -27,6 +27,9 @@ ARMS = {
     "mask30": replace(BASE, mask_prob=0.3),
     "nodrop-lr2e-3": replace(BASE, model="demo-nodrop", lr=2e-3),
     "nodrop-mask30": replace(BASE, model="demo-nodrop", mask_prob=0.3),
+    "nodrop-lr3e-3": replace(BASE, model="demo-nodrop", lr=3e-3),
+    "nodrop-mask40": replace(BASE, model="demo-nodrop", mask_prob=0.4),
+    "nodrop-mask30-lr5e-4": replace(BASE, model="demo-nodrop", mask_prob=0.3, lr=5e-4),
 }
 
 

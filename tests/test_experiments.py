@@ -105,3 +105,41 @@ def test_cpu_scale_covers_every_task_and_keeps_the_paper_design() -> None:
     assert set(cpu.samples) == {"fewrel", "ag_news", "dbpedia"} and cpu.seeds >= 3
     assert cpu.pretrain.tokenizer == "tinylm-wiki-4k"  # one vocabulary for every run and scratch twin
     assert cpu.pretrain.model == cpu.finetune.model and list(cpu.sizes) == sorted(cpu.sizes)
+
+
+def test_curve_fine_tunes_every_snapshot_and_reuses_experiment_one(tmp_path, data_root) -> None:
+    from tinylm.recipes.curve import reproduce_curve
+
+    scale = replace(TINY, pretrain=replace(TINY.pretrain, snapshots=2, epochs=2), seeds=1)
+    runs = tmp_path / "runs"
+    reproduce(("gap",), scale, tmp_path / "exp", tasks=("ag_news",), root=data_root)
+    made = set((tmp_path / "exp" / "runs").iterdir())
+    result = reproduce_curve(scale, tmp_path / "curve", tasks=("ag_news",), root=data_root,
+                             runs=tmp_path / "exp" / "runs")
+    steps = [r["step"] for r in result["records"]]
+    assert steps == [0, 1, 2, 4]  # scratch, T/4, T/2 and the finished model (64 articles x 2 epochs)
+    new = set((tmp_path / "exp" / "runs").iterdir()) - made
+    assert len(new) == 2  # only the two snapshots were fine-tuned; scratch and final came from experiment 1
+    final = result["records"][-1]
+    assert final["quality"]["mlm_accuracy"] >= 0 and final["scratch_accuracy"] == result["records"][0][
+        "pretrained_accuracy"]
+    for name in ("results.json", "report.md", "report.html", "gap_vs_steps.png"):
+        assert (tmp_path / "curve" / name).is_file()
+    assert "Held-out MLM acc." in (tmp_path / "curve" / "report.md").read_text()
+    assert not runs.exists()
+
+
+def test_arms_push_overlap_apart_at_one_size(tmp_path, data_root) -> None:
+    from tinylm.recipes.overlap_arms import reproduce_arms
+
+    scale = replace(TINY, seeds=1)
+    result = reproduce_arms(scale, tmp_path / "arms", tasks=("ag_news",), root=data_root)
+    by_arm = {r["arm"]: r for r in result["records"]}
+    assert set(by_arm) == {"low", "random", "high"}
+    assert {r["articles"] for r in result["records"]} == {32}
+    mass = {arm: r["overlap"]["mass"] for arm, r in by_arm.items()}
+    assert mass["low"] < mass["random"] < mass["high"]
+    # The arms share the scratch twin and differ only in their articles.
+    assert len({r["scratch_accuracy"] for r in result["records"]}) == 1
+    assert len({r["runs"]["pretrain"] for r in result["records"]}) == 3
+    assert "fixed pre-training size" in (tmp_path / "arms" / "report.md").read_text()

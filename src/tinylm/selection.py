@@ -173,22 +173,25 @@ def greedy_select(counts: sparse.csr_matrix, obj: Objective, n: int, seed: int =
 
 def rank_by_task_likeness(counts: sparse.csr_matrix, task_counts: np.ndarray, n: int, *, lowest: bool = False,
                           candidates: np.ndarray | None = None) -> Selection:
-    """The n rows whose tokens are most (or, with lowest=True, least) typical of the task.
+    """The n rows whose token distribution is most (or, with lowest=True, least) like the task's.
 
-    A row's score is the mean task frequency of its tokens, sum_t c_t p_t / sum_t c_t with p the task's token
-    distribution: high for an article written in the task's words, low for one that shares few of them. One
-    static ranking (no greedy): it pushes a fixed-size subset's overlap with the task up or down, for the
-    experiment that varies overlap at a fixed pre-training size. `candidates` limits the rows considered.
+    A row's score is the intersection of its token distribution q with the task's p, sum_t min(p_t, q_t)
+    (1 minus their total-variation distance): the mass overlap one article has on its own. One static ranking
+    (no greedy): it pushes a fixed-size subset's overlap with the task up or down, for the experiment that
+    varies overlap at a fixed pre-training size. `candidates` limits the rows considered.
     """
     from scipy import sparse
 
-    counts = sparse.csr_matrix(counts)
+    counts = sparse.csr_matrix(counts, dtype=float)
     task = np.asarray(task_counts, dtype=float)
+    p = task / task.sum()
     rows = np.arange(counts.shape[0]) if candidates is None else np.asarray(candidates)
     if not 0 <= n <= len(rows):
         raise ValueError(f"cannot select {n} articles from {len(rows)} candidates")
-    sub = counts[rows]
+    sub = counts[rows].tocsr()
     totals = np.maximum(1.0, np.asarray(sub.sum(axis=1)).ravel())
-    scores = np.round(np.asarray(sub @ (task / task.sum())).ravel() / totals, _DECIMALS)
+    q = sparse.diags(1.0 / totals) @ sub  # each row's token distribution
+    q.data = np.minimum(q.data, p[q.indices])
+    scores = np.round(np.asarray(q.sum(axis=1)).ravel(), _DECIMALS)
     order = np.argsort(scores if lowest else -scores, kind="stable")[:n]
     return Selection(rows[order].astype(np.int64), scores[order], float("nan"), None, 0)
