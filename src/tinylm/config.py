@@ -94,12 +94,15 @@ def _bert(layers: int, heads: int = 12, **kw: Any) -> ModelConfig:
 
 
 def _cpu(layers: int, hidden: int, heads: int, vocab: int = 8192) -> ModelConfig:
+    # No dropout: CPU-scale pre-training is far from overfitting (held-out MLM loss, docs/cpu_scale.md).
     return ModelConfig(
         vocab_size=vocab,
         num_hidden_layers=layers,
         hidden_size=hidden,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
 
 
@@ -116,10 +119,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # Small CPU presets (a WordPiece vocabulary of 8192 trained on the pre-training articles).
     "cpu-6": _cpu(layers=6, hidden=128, heads=2),
     "cpu-1": _cpu(layers=1, hidden=128, heads=2),
-    "cpu-1-conv": ModelConfig(
-        vocab_size=8192, num_hidden_layers=1, hidden_size=128, num_attention_heads=2,
-        intermediate_size=512, conv_kernels=(3, 3), conv_channels=8,
-    ),
+    "cpu-1-conv": dataclasses.replace(_cpu(layers=1, hidden=128, heads=2), conv_kernels=(3, 3), conv_channels=8),
     "demo": _cpu(layers=2, hidden=128, heads=2, vocab=4096),
 }
 
@@ -191,6 +191,8 @@ class PretrainConfig:
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
     snapshots: int = 0  # also save the model at steps T/2, T/4, ..., T/2^snapshots of a T-step run
+    corpus: str | None = None  # your own corpus instead of Wikipedia: a file, a folder or hub:NAME (data.corpus)
+    text_field: str = "text"  # the corpus's text column when it is a table (JSON lines, CSV, Parquet) or hub dataset
 
     def __post_init__(self) -> None:
         validate(self)
@@ -212,7 +214,7 @@ class PretrainConfig:
         d = dataclasses.asdict(self)
         if not self.snapshots:  # runs from before snapshots existed keep their config hash
             del d["snapshots"]
-        return d
+        return _drop_defaults(self, d, ("corpus", "text_field"))
 
 
 @dataclass
@@ -240,6 +242,16 @@ class FinetuneConfig:
     save_every: int = 200
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
+    # Your own labelled data instead of `task`; data.user_files.LabelledSource has the same fields and checks them.
+    train_file: str | None = None
+    test_file: str | None = None
+    test_fraction: float = 0.0
+    validation_fraction: float = 0.0  # also for a built-in task: held out of its training sample
+    text_column: str = "text"
+    label_column: str = "label"
+    dataset: str | None = None  # a hub dataset NAME[:CONFIG]
+    train_split: str | None = None
+    test_split: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -255,10 +267,16 @@ class FinetuneConfig:
             "test_per_label": optional(integer(1), "the paper's sampling"),
             "max_length": integer(MIN_TOKENS),
             **TRAINING_RULES,
+            "test_fraction": number(0, 1),
+            "validation_fraction": number(0, 1),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _drop_defaults(self, dataclasses.asdict(self), USER_DATA_FIELDS)
+
+
+USER_DATA_FIELDS = ("train_file", "test_file", "test_fraction", "validation_fraction", "text_column", "label_column",
+                    "dataset", "train_split", "test_split")
 
 
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
@@ -268,8 +286,11 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
         weight_decay=0.01, schedule="epoch", grad_clip=0.0, save_every=2000,
     ),
     "cpu": PretrainConfig(model="cpu-1", tokenizer="train", articles=4000, epochs=4, lr=1e-3, warmup_ratio=0.05),
+    # 11,500 of the demo sample's 12,000 openings: the other 500 are its held-out set (tinylm.mlm_quality).
+    # 40 % masking: more MLM signal per step, which the short CPU budgets need (docs/cpu_scale.md).
     "demo": PretrainConfig(
-        model="demo", tokenizer="train", articles=12000, epochs=8, batch_size=32, lr=1e-3, warmup_ratio=0.05
+        model="demo", tokenizer="train", articles=11_500, epochs=8, batch_size=32, lr=1e-3, warmup_ratio=0.05,
+        mask_prob=0.4,
     ),
 }
 
@@ -292,6 +313,13 @@ def resolve_model_config(name_or_config: str | ModelConfig) -> ModelConfig:
         raise ValueError(
             f"unknown model preset {name_or_config!r}; choose from {', '.join(MODEL_PRESETS)}"
         ) from None
+
+
+def _drop_defaults(cfg: Any, d: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """`d` without those of the fields `names` that hold their default: fields added after runs were cached, so a
+    config that leaves them alone keeps its config hash (and its cached run)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return {k: v for k, v in d.items() if k not in names or v != defaults[k]}
 
 
 def config_hash(*parts: Any) -> str:
