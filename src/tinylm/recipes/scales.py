@@ -63,8 +63,8 @@ SCALES: dict[str, Scale] = {
     ),
     "cpu": Scale(
         name="cpu",
-        sizes=(10_000, 20_000, 45_000),
-        pretrain=replace(PRETRAIN_PRESETS["demo"], tokenizer="tinylm-wiki-4k", epochs=4, snapshots=5,
+        sizes=(6_000, 12_000, 27_000),
+        pretrain=replace(PRETRAIN_PRESETS["demo"], tokenizer="tinylm-wiki-4k", epochs=4, snapshots=4,
                          save_every=500),
         finetune=replace(FINETUNE_PRESETS["demo"], epochs=20, lr=5e-4, save_every=500),
         samples={"fewrel": (50, 70), "ag_news": (100, 250), "dbpedia": (30, 50)},
