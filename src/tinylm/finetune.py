@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import load_model, read_model_config, save_model, write_json
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
-from tinylm.data import Example, TaskData, load_task
+from tinylm.data import Example, TaskData
+from tinylm.data.user_files import LabelledSource, load_task_data, task_hash
 from tinylm.distributed import barrier, init_distributed
 from tinylm.evaluate import evaluate_model
 from tinylm.model import BertForClassification
@@ -86,6 +87,17 @@ def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClass
     return BertForClassification(model_cfg, num_labels), tokenizer
 
 
+def finetune_task(cfg: FinetuneConfig, root: str | os.PathLike | None = None) -> TaskData:
+    """The examples a fine-tuning config asks for: the user's own data (train_file or dataset, and a test set)
+    or, when it names none, the built-in `task`, which is a preset of the same loading path."""
+    source = LabelledSource.of(cfg)
+    if source.given:
+        source.require(train=True)
+    return load_task_data(source, cfg.task, root, train_per_label=cfg.train_per_label,
+                          test_per_label=cfg.test_per_label, seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers,
+                          data_source=cfg.data_source)
+
+
 def finetune(
     cfg: FinetuneConfig,
     out: str | os.PathLike,
@@ -105,10 +117,7 @@ def finetune(
     world = init_distributed(dev)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
     validate(cfg)  # again: a config's fields can be set after it was built (and checked)
-    task = task_data or load_task(
-        cfg.task, root, train_per_label=cfg.train_per_label, test_per_label=cfg.test_per_label,
-        seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers, source=cfg.data_source,
-    )
+    task = task_data or finetune_task(cfg, root)
     seed_everything(cfg.seed)
     model, tokenizer = build_classifier(cfg, task.num_labels)
     out = Path(out)
@@ -118,15 +127,17 @@ def finetune(
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]
-    loop = LoopConfig.of(cfg, f"finetune {cfg.task} ({'pretrained' if cfg.init else 'scratch'})")
+    loop = LoopConfig.of(cfg, f"finetune {task.name} ({'pretrained' if cfg.init else 'scratch'})")
     meta = {"recipe": "finetune", "config": config_hash(cfg)}
+    if LabelledSource.of(cfg).given:  # the user's file may change under the same name: resume only on the same data
+        meta["data"] = task_hash(task)
     state = train_loop(
         model,
         lambda e: ClassificationBatches(ids, labels, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, e),
         loop, out, dev, meta, stop_after=stop_after, world=world, compile=cfg.compile,
     )
     result: dict[str, Any] = {
-        "task": cfg.task,
+        "task": task.name,
         "init": str(cfg.init) if cfg.init else None,
         "steps": state.step,
         "train_examples": len(task.train),
@@ -143,6 +154,11 @@ def finetune(
         metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
                                  precision=cfg.precision)
         result.update(metrics)
+        if task.validation:
+            scores = evaluate_model(model, tokenizer, task.validation, task.label_names, max_length=max_length,
+                                    precision=cfg.precision)
+            result["validation"] = {"examples": len(task.validation), "accuracy": scores["accuracy"],
+                                    "macro_f1": scores["macro_f1"]}
         save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
                    extra={"finetune": cfg.to_dict(), "metrics": metrics})
         write_json(out / "metrics.json", result)

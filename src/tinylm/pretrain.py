@@ -17,7 +17,9 @@ from transformers import PreTrainedTokenizerFast
 from tinylm.checkpoint import save_model, write_json
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
+from tinylm.data.corpus import load_corpus
 from tinylm.data.paths import cache_dir
+from tinylm.data.user_files import content_hash
 from tinylm.distributed import World, barrier, init_distributed, main_first
 from tinylm.mlm_quality import quality_or_reason
 from tinylm.model import IGNORE_INDEX, BertForMLM
@@ -104,23 +106,35 @@ def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, 
     saved = out / "tokenizer"
     if (saved / "tokenizer.json").is_file():
         return load_tokenizer(saved)
-    if cfg.tokenizer == "train":
-        tok = train_wordpiece(texts, vocab_size=vocab_size, max_length=cfg.seq_len)
-    else:
-        tok = load_tokenizer(cfg.tokenizer, root)
+    tok = pretraining_tokenizer(cfg, texts, vocab_size, root)
     tok.save_pretrained(str(saved))
     return tok
+
+
+def pretraining_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, root: Any):
+    """The tokenizer cfg names: a WordPiece trained on the texts (cached by content, so `tinylm overlap` measures
+    with the very vocabulary a pre-training on the same texts trains), or a named or saved one."""
+    if cfg.tokenizer == "train":
+        return train_wordpiece(texts, vocab_size=vocab_size, max_length=cfg.seq_len)
+    return load_tokenizer(cfg.tokenizer, root)
+
+
+def pretraining_texts(cfg: PretrainConfig, root: str | os.PathLike | None) -> list[str]:
+    """The documents a run trains on (the first seq_len tokens of each): cfg.articles documents of the user's
+    corpus when it names one, else cfg.articles Wikipedia articles."""
+    if cfg.corpus:
+        return load_corpus(cfg.corpus, cfg.articles, seed=cfg.data_seed, text_field=cfg.text_field)
+    return [a.text for a in load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)]
 
 
 def prepare_pretraining(
     cfg: PretrainConfig, out: Path, root: str | os.PathLike | None, world: World, config_record: dict[str, Any]
 ) -> tuple[list[Any], PreTrainedTokenizerFast, np.ndarray, Any]:
-    """What every MLM pre-training (one model or a committee) starts from: the articles, the run's tokenizer,
-    the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
+    """What every MLM pre-training (one model or a committee) starts from: the texts (pretraining_texts), the run's
+    tokenizer, the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
     validate(cfg)  # again: a config's fields can be set after it was built (and checked)
-    articles = load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)
-    texts = [a.text for a in articles]
+    texts = pretraining_texts(cfg, root)
     base = resolve_model_config(cfg.model)
     out.mkdir(parents=True, exist_ok=True)
     if world.is_main:
@@ -129,7 +143,7 @@ def prepare_pretraining(
         tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
         ids = encode_cached(tokenizer, texts, cfg.seq_len)
     model_cfg = replace(base, vocab_size=len(tokenizer))  # (PretrainConfig checked seq_len against its positions)
-    return articles, tokenizer, ids, model_cfg
+    return texts, tokenizer, ids, model_cfg
 
 
 def pretrain(
@@ -155,13 +169,14 @@ def pretrain(
     model = BertForMLM(model_cfg)
     loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
     meta = {"recipe": "pretrain", "config": config_hash(cfg)}
+    if cfg.corpus:  # the user's corpus may change under the same name: resume only on the same documents
+        meta["data"] = content_hash(articles)
     epoch_batches = lambda e: MLMBatches(ids, tokenizer, cfg, e)  # noqa: E731
     keep = snapshot_steps(cfg.epochs * len(epoch_batches(0)), cfg.snapshots)
 
     def after_step(state: Any) -> None:
         if state.step in keep and world.is_main:
-            quality = quality_or_reason(model, tokenizer, ids, len(articles), cfg.seq_len, root=root,
-                                        data_seed=cfg.data_seed, source=cfg.data_source, encode=encode_cached)
+            quality = _quality(model, tokenizer, ids, cfg, root)
             save_model(model, out / SNAPSHOTS / f"step-{state.step}", tokenizer,
                        extra={"pretrain": cfg.to_dict(), "step": state.step, "quality": quality})
 
@@ -182,13 +197,21 @@ def pretrain(
         "processes": world.size,
     }
     if state.epoch >= cfg.epochs and world.is_main:
-        summary["quality"] = quality_or_reason(
-            model, tokenizer, ids, len(articles), cfg.seq_len, root=root, data_seed=cfg.data_seed,
-            source=cfg.data_source, encode=encode_cached)
+        summary["quality"] = _quality(model, tokenizer, ids, cfg, root)
         save_model(model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
         write_json(out / "summary.json", summary)
     barrier(world)  # every rank returns with the run folder complete (a sweep's next run reads it)
     return summary
+
+
+def _quality(model: BertForMLM, tokenizer: PreTrainedTokenizerFast, ids: np.ndarray, cfg: PretrainConfig,
+             root: str | os.PathLike | None) -> dict[str, Any]:
+    """mlm_quality.quality_or_reason for a Wikipedia run; its held-out openings are Wikipedia's, so a run on the
+    user's corpus is not scored on them."""
+    if cfg.corpus:
+        return {"skipped": "the held-out openings are Wikipedia's; not measured for a --corpus run"}
+    return quality_or_reason(model, tokenizer, ids, len(ids), cfg.seq_len, root=root, data_seed=cfg.data_seed,
+                             source=cfg.data_source, encode=encode_cached)
 
 
 def snapshot_steps(total_steps: int, count: int) -> set[int]:

@@ -70,6 +70,33 @@ def balanced_split(
     return _shuffled(train, rng), test
 
 
+def stratified_split(
+    examples: Sequence[Example],
+    fraction: float,
+    num_labels: int,
+    seed: int,
+    *,
+    source: str = "",
+    label_names: Sequence[str] | None = None,
+) -> tuple[list[Example], list[Example]]:
+    """(rest, held out): round(fraction x its count) rows of each label held out (at least one, and at least one
+    left), in pool order, so both parts keep the labels' proportions. A label with a single row is a DataError.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for label, pool in enumerate(_indices_by_label(examples, num_labels, source)):
+        if len(pool) == 1:
+            name = f" ({label_names[label]})" if label_names is not None and label < len(label_names) else ""
+            raise DataError(source or "<examples>", f"label {label}{name} has 1 example: too few to hold out "
+                                                    f"{fraction:g} of them and keep the rest")
+        take = min(max(round(fraction * len(pool)), 1), len(pool) - 1) if pool else 0
+        held.update(pool[i] for i in rng.permutation(len(pool))[:take])
+    return ([e for i, e in enumerate(examples) if i not in held],
+            [e for i, e in enumerate(examples) if i in held])
+
+
 def _check_counts(num_labels: int, *counts: int) -> None:
     """Programming errors (not data errors): a label count below 1 or a negative sample size."""
     if num_labels < 1:

@@ -10,11 +10,12 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tinylm.data.errors import DataError, RecordError
+from tinylm.data.hub import load_hub_split
 from tinylm.data.paths import data_root, iter_lines, read_text
 from tinylm.data.sampling import balanced_sample, balanced_split
 
@@ -29,12 +30,14 @@ class Example:
 
 @dataclass
 class TaskData:
-    """A task's sampled train and test examples and its label names (label i is label_names[i])."""
+    """A task's sampled train and test examples and its label names (label i is label_names[i]); validation holds
+    examples set aside from the training ones when a run asks for them (data.user_files.with_validation)."""
 
     name: str
     label_names: list[str]
     train: list[Example]
     test: list[Example]
+    validation: list[Example] = field(default_factory=list)
 
     @property
     def num_labels(self) -> int:
@@ -314,12 +317,7 @@ def _load_hub_split(task: str, split: str) -> Any:
     if task not in HUB_DATASETS:
         raise DataError(f"hub:{task}", f"hub loading is not supported for {task}; use the local files")
     repo, _ = HUB_DATASETS[task]
-    from datasets import load_dataset  # slow to import; only hub users pay for it
-
-    try:
-        return load_dataset(repo, split=split)
-    except Exception as err:  # network, authentication, missing dataset: all reported as one line
-        raise DataError(f"hub:{repo}", f"could not load split {split!r}: {type(err).__name__}: {err}") from None
+    return load_hub_split(repo, None, split)
 
 
 # ---------------------------------------------------------------- tasks
@@ -358,17 +356,25 @@ def load_task(
         label_names, train_pool, test_pool = _hub_pools(name, n_train > 0)
     else:
         label_names, train_pool, test_pool = _local_pools(name, root, n_train > 0)
+    return sample_task(name, label_names, train_pool, test_pool, n_train, n_test, seed)
+
+
+_Pool = tuple[list[Example], str]  # (examples, where they came from: a file path or a hub dataset)
+
+
+def sample_task(name: str, label_names: list[str], train_pool: _Pool, test_pool: _Pool, n_train: int | None,
+                n_test: int | None, seed: int) -> TaskData:
+    """The one sampling step of every task, built-in or the user's own (data.user_files): exact duplicate rows
+    dropped from each pool and train rows whose text is in the test pool dropped (so no test text is trained on),
+    then n per label drawn from each pool, balanced and seeded (None: every row, in pool order; 0: none)."""
     test_examples, test_source = test_pool
     test = _sample(_unique(test_examples), n_test, label_names, seed, test_source, "duplicate rows")
     train: list[Example] = []
-    if n_train:
+    if n_train != 0:
         train_examples, train_source = train_pool
         unseen = _without_texts(_unique(train_examples), {e.text for e in test_examples})
         train = _sample(unseen, n_train, label_names, seed, train_source, "duplicate rows and test-pool texts")
     return TaskData(name, label_names, train, test)
-
-
-_Pool = tuple[list[Example], str]  # (examples, where they came from: a file path or a hub dataset)
 
 
 def _local_pools(name: str, root: str | os.PathLike[str] | None, need_train: bool) -> tuple[list[str], _Pool, _Pool]:
@@ -406,9 +412,12 @@ def _hub_pools(name: str, need_train: bool) -> tuple[list[str], _Pool, _Pool]:
     return label_names, (train, f"hub:{repo}[train]"), (test, f"hub:{repo}[test]")
 
 
-def _sample(examples: list[Example], per_label: int, label_names: list[str], seed: int, source: str,
+def _sample(examples: list[Example], per_label: int | None, label_names: list[str], seed: int, source: str,
             dropped: str) -> list[Example]:
-    """balanced_sample whose too-few error says the count is after dropping rows (else it contradicts the file)."""
+    """balanced_sample whose too-few error says the count is after dropping rows (else it contradicts the file);
+    per_label None keeps every example."""
+    if per_label is None:
+        return examples
     if not per_label:
         return []
     try:

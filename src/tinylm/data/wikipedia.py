@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from tinylm.data.errors import DataError, RecordError
+from tinylm.data.hub import hub_where, stream_hub_records
 from tinylm.data.paths import data_root, iter_lines
 
 ARTICLES_FILE = Path("wikipedia") / "articles.jsonl.gz"
 HUB_WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
-HUB_SHUFFLE_BUFFER = 10_000
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,9 @@ def load_articles(
 
 def _load_hub_articles(num_articles: int, seed: int) -> list[Article]:
     """The first num_articles of the seeded, shuffled Wikipedia stream from the hub."""
-    from datasets import load_dataset  # slow to import; only hub users pay for it
-
     name, config = HUB_WIKIPEDIA
-    source = f"hub:{name}/{config}"
-    try:
-        stream = load_dataset(name, config, split="train", streaming=True)
-        records = list(stream.shuffle(seed=seed, buffer_size=HUB_SHUFFLE_BUFFER).take(num_articles))
-    except Exception as err:  # network, authentication, missing dataset: all reported as one line
-        raise DataError(source, f"could not stream articles: {type(err).__name__}: {err}") from None
+    source = hub_where(name, config)
+    records = stream_hub_records(name, config, num_articles, seed)
     articles = articles_from_records(records, source=source)
     if len(articles) < num_articles:
         raise DataError(source, f"{num_articles} articles requested but the stream gave only {len(articles)}")
