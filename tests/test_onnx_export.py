@@ -10,6 +10,7 @@ run on its own. The models are fine-tuned here (demo preset, shipped AG News sam
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ from tinylm.demo import DEMO_DATA
 from tinylm.evaluate import predict_proba
 from tinylm.finetune import finetune
 from tinylm.inference import Predictor
-from tinylm.onnx_export import PARITY_TOLERANCE, export_onnx, report_path
+from tinylm.onnx_export import ACCURACY_TOLERANCE, PARITY_TOLERANCE, export_onnx, report_path
 from tinylm.serving.app import create_app
 from tinylm.serving.server import running
 from tinylm.tokenizer import load_tokenizer
@@ -143,3 +144,86 @@ def test_onnx_runtime_without_an_exported_graph_is_a_clear_error(committee_dir, 
     assert main(["predict", "--runtime", "onnx", str(committee_dir), "some text"]) == 2
     err = capsys.readouterr().err
     assert "tinylm export onnx" in err and "Traceback" not in err
+
+
+# ----- int8: ONNX Runtime's dynamic quantization, judged by test accuracy -----
+
+
+def test_int8_export_of_a_model_and_a_committee_is_checked_on_accuracy(members, committee_dir, texts,
+                                                                       tmp_path) -> None:
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    plain = export_onnx(members[0], fp32, root=DEMO_DATA)
+    report = export_onnx(members[0], int8, quantize="int8", root=DEMO_DATA)
+    assert json.loads(report_path(int8).read_text())["accuracy"] == report["accuracy"]
+    # The accuracy check ran on the test sample the model's stored fine-tuning config names (4 per label).
+    acc = report["accuracy"]
+    assert acc["task"] == "ag_news" and acc["texts"] == 16 and acc["tolerance_points"] == ACCURACY_TOLERANCE
+    assert acc["loss_points"] == pytest.approx(100 * (acc["torch_fp32"] - acc["onnx"]))
+    assert acc["loss_points"] <= ACCURACY_TOLERANCE and plain["accuracy"]["loss_points"] == 0
+    assert report["fp32_parity"]["max_abs_diff"] <= PARITY_TOLERANCE and report["parity"]["tolerance"] is None
+    # int8 weights: the graph is well under half the fp32 one, and its answers stay close to PyTorch's.
+    assert int8.stat().st_size < fp32.stat().st_size / 2.5
+    expected = reference_proba(members[0], texts)
+    got = onnx_proba(members[0], int8, texts, batch_size=16)
+    assert np.abs(got - expected).max() < 0.05 and (got.argmax(1) == expected.argmax(1)).mean() >= 0.9
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    # A committee folder stores no fine-tuning config here: an int8 graph needs a test sample to be judged on.
+    with pytest.raises(ValueError, match="test sample"):
+        export_onnx(committee_dir, tmp_path / "c.int8.onnx", quantize="int8")
+    sample = load_task("ag_news", DEMO_DATA, train_per_label=0, test_per_label=5, seed=3)
+    report = export_onnx(committee_dir, tmp_path / "c.int8.onnx", quantize="int8", task_data=sample,
+                         accuracy_tolerance=None)
+    assert report["members"] == len(SEEDS) and report["accuracy"]["texts"] == 20
+    assert report["accuracy"]["tolerance_points"] is None
+
+
+def test_an_int8_graph_that_loses_accuracy_is_refused(members, tmp_path, monkeypatch) -> None:
+    """A quantizer whose graph answers "World" for every text (a broken quantization, made to order) loses the
+    model's accuracy above chance: the export refuses it and leaves no graph behind."""
+    import torch
+
+    import tinylm.onnx_export as onnx_export
+
+    class AlwaysFirst(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            zero = (input_ids[:, :1] * 0 + attention_mask[:, :1] * 0).float()
+            return torch.cat([zero + 1, zero, zero, zero], dim=1)
+
+    def broken(graph, out):
+        ids = torch.ones((2, 3), dtype=torch.long)
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices, as onnx_export silences
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(AlwaysFirst(), (ids, ids), str(out), input_names=["input_ids", "attention_mask"],
+                              output_names=["probabilities"], dynamo=False,
+                              dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+        return {"method": "broken on purpose"}
+
+    sample = load_task("ag_news", DEMO_DATA, train_per_label=0, test_per_label=25, seed=4)
+    torch_acc = float(np.mean(reference_proba(members[0], [e.text for e in sample.test]).argmax(1)
+                              == [e.label for e in sample.test]))
+    assert torch_acc > 0.25 + ACCURACY_TOLERANCE / 100  # above the constant answer's 25 %, so it must be refused
+    monkeypatch.setattr(onnx_export, "quantize_int8", broken)
+    with pytest.raises(RuntimeError, match="accuracy check failed"):
+        export_onnx(members[0], tmp_path / "bad.int8.onnx", quantize="int8", task_data=sample)
+    assert list(tmp_path.iterdir()) == []
+    # With the tolerance raised past the loss, the same graph is written, its loss on record.
+    report = export_onnx(members[0], tmp_path / "bad.int8.onnx", quantize="int8", task_data=sample,
+                         accuracy_tolerance=100.0)
+    assert report["accuracy"]["onnx"] == 0.25
+    assert report["accuracy"]["loss_points"] == pytest.approx(100 * (torch_acc - 0.25))
+
+
+def test_export_command_quantizes_and_names_the_task(members, committee_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "cli.int8.onnx"
+    assert main(["--data", str(DEMO_DATA), "export", "onnx", str(members[2]), "--quantize", "int8", "--out",
+                 str(out), "--accuracy-tolerance", "100"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["quantize"] == "int8" and printed["accuracy"]["texts"] == 16 and out.is_file()
+    # No stored task: the command says so, and --task names one.
+    assert main(["export", "onnx", str(committee_dir), "--quantize", "int8", "--out", str(tmp_path / "c.onnx")]) == 2
+    assert "--task" in capsys.readouterr().err
+    assert main(["--data", str(DEMO_DATA), "export", "onnx", str(committee_dir), "--quantize", "int8", "--task",
+                 "ag_news", "--test-per-label", "3", "--accuracy-tolerance", "100", "--out",
+                 str(tmp_path / "c.onnx")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"]["texts"] == 12

@@ -23,6 +23,7 @@ from tinylm.data import DataError
 from tinylm.data.corpus import CORPUS_HELP
 from tinylm.data.user_files import SOURCE_HELP, LabelledSource
 from tinylm.deploy_cli import add_deploy_parsers, add_runtime_flags, run_deploy
+from tinylm.distill_config import DISTILL_HELP, DistillConfig
 
 
 def _parse_bool(text: str) -> bool:
@@ -88,6 +89,14 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     return cfg
 
 
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    """The distillation config of the flags given (no presets: the teacher's folder supplies the task sample)."""
+    if not args.teacher:
+        raise ValueError("distill needs --teacher (a fine-tuned committee folder or its run folder)")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)}
+    return DistillConfig(**{k: v for k, v in values.items() if v is not None})
+
+
 def task_or_own_data(args: argparse.Namespace) -> LabelledSource:
     """The data flags of `evaluate` and `overlap`: --task NAME or the user's own data, exactly one of them."""
     source = LabelledSource.of(args)
@@ -112,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--preset", choices=list(FINETUNE_PRESETS), default="cpu")
     f.add_argument("--out", required=True, help="run folder; the model lands in OUT/model; re-run to resume")
     add_config_flags(f, FinetuneConfig, helps=SOURCE_HELP)
+
+    k = sub.add_parser("distill", help="train one student to match a fine-tuned committee's soft votes "
+                                       "(knowledge distillation); the student is an ordinary model folder")
+    k.add_argument("--out", required=True, help="run folder; the student lands in OUT/model; re-run to resume")
+    add_config_flags(k, DistillConfig, helps=DISTILL_HELP)
 
     e = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a task's test sample or your own data")
     e.add_argument("model", help="a fine-tuned model folder (or its run folder)")
@@ -175,6 +189,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         from tinylm.finetune import finetune
 
         result = finetune(finetune_config(args), args.out, root=args.data, device=args.device)
+        _print_json({k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")})
+    elif args.command == "distill":
+        from tinylm.distill import distill
+
+        result = distill(distill_config(args), args.out, root=args.data, device=args.device)
         _print_json({k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")})
     elif args.command == "evaluate":
         from tinylm.checkpoint import write_json

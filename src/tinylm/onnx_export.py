@@ -11,11 +11,18 @@ no padding (`if not bool(attention_mask.all())`), a data-dependent branch that t
 records the branch taken by the example batch, so the example is padded: the graph always applies the mask, and a
 mask of ones is exactly no mask. Other traced constants (the sequence-length check, committee chunking) are
 either checked by the caller (encode truncates to the model's positions) or switched off for the export.
+
+int8 (`quantize="int8"`): the checked fp32 graph through ONNX Runtime's dynamic quantization (weights stored as int8,
+activations quantized per batch at run time; no calibration data needed). Its probabilities differ from PyTorch's by
+far more than the fp32 tolerance, so an int8 graph is judged by what matters, accuracy: the report compares PyTorch
+fp32 and the graph on the task's test sample (the one named by the folder's stored fine-tuning config, or given) and
+refuses a graph that loses more than `accuracy_tolerance` points. fp32 exports get the same accuracy check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -31,6 +38,7 @@ from torch import Tensor
 import tinylm.committee as committee_module
 from tinylm.checkpoint import write_json
 from tinylm.committee import Committee
+from tinylm.data import DataError, Example, TaskData
 from tinylm.inference import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder, encode, load_classifier
 from tinylm.tokenizer import load_tokenizer
 
@@ -40,6 +48,9 @@ OPSET = 17  # the first opset with LayerNormalization; onnxruntime >= 1.14 runs 
 PARITY_TOLERANCE = 1e-5
 CHECK_TEXTS = 64
 CHECK_BATCH = 8  # parity batches of 8 mix lengths, so padding and the attention mask are exercised
+INT8_FILE = "model.int8.onnx"  # `--quantize int8` writes it into the model folder unless told otherwise
+QUANTIZE = ("int8",)
+ACCURACY_TOLERANCE = 0.5  # accuracy points on the test sample a graph may lose against PyTorch fp32
 
 
 class _StaticLayerNormShapes:
@@ -105,16 +116,28 @@ def export_onnx(
     opset: int = OPSET,
     check_texts: Sequence[str] | None = None,
     tolerance: float = PARITY_TOLERANCE,
+    quantize: str | None = None,
+    accuracy_tolerance: float | None = ACCURACY_TOLERANCE,
+    task_data: TaskData | None = None,
+    root: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Export a fine-tuned model folder (plain or committee) to ONNX and check parity with PyTorch.
+    """Export a fine-tuned model folder (plain or committee) to ONNX and check it against PyTorch.
 
-    Writes `out` (default MODEL_FOLDER/model.onnx) and beside it `model.onnx.json` with the export report. A graph
-    whose probabilities differ from PyTorch's by more than `tolerance` is deleted and the call raises."""
+    Writes `out` (default MODEL_FOLDER/model.onnx, or model.int8.onnx with quantize="int8") and beside it
+    `<out>.json` with the export report. The fp32 graph's probabilities must match PyTorch's within `tolerance`;
+    the written graph's test accuracy (task_data's test sample, else the one the folder's fine-tuning config
+    names, loaded from `root`) may trail PyTorch fp32's by at most `accuracy_tolerance` points (None: report
+    only). A graph failing either check is deleted and the call raises. Without a test sample an fp32 export
+    reports why and goes on; an int8 export, which only the accuracy check vouches for, is refused."""
     from tinylm.pretrain import model_folder
 
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
+    if accuracy_tolerance is not None and not accuracy_tolerance >= 0:
+        raise ValueError(f"accuracy tolerance must be >= 0 points, got {accuracy_tolerance}")
     started = time.perf_counter()
     folder = model_folder(path)
-    graph = Path(out) if out else folder / ONNX_FILE
+    graph = Path(out) if out else folder / (INT8_FILE if quantize else ONNX_FILE)
     graph.parent.mkdir(parents=True, exist_ok=True)
     info = describe_folder(folder)
     tokenizer = load_tokenizer(folder)
@@ -132,24 +155,101 @@ def export_onnx(
             dynamic_axes=dynamic, opset_version=opset, dynamo=False,
         )
     graph_module.eval()  # the exporter restores the module's training flag onto every submodule
-    check = parity(folder, tmp, check_texts if check_texts is not None else default_check_texts())
+    texts = check_texts if check_texts is not None else default_check_texts()
+    check = parity(folder, tmp, texts)
     report: dict[str, Any] = {
-        "source": str(folder), "onnx": str(graph), "opset": opset, **info,
+        "source": str(folder), "onnx": str(graph), "opset": opset, **info, "quantize": quantize,
         "inputs": {"input_ids": "int64 [batch, sequence]", "attention_mask": "int64 [batch, sequence]"},
         "output": {"probabilities": "float32 [batch, labels]" + (", the soft vote" if info["members"] else "")},
         "parity": {**check, "tolerance": tolerance, "reference": "PyTorch fp32, same encoded batches"},
         "versions": _versions(),
         "seconds": 0.0,
     }
-    if not check["max_abs_diff"] <= tolerance:  # also catches NaN
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ONNX parity check failed: max |p_torch - p_onnx| = {check['max_abs_diff']:.3g} "
-                           f"> tolerance {tolerance:g} on {check['texts']} texts")
-    os.replace(tmp, graph)
+    written = tmp
+    try:
+        if not check["max_abs_diff"] <= tolerance:  # also catches NaN
+            raise RuntimeError(f"ONNX parity check failed: max |p_torch - p_onnx| = {check['max_abs_diff']:.3g} "
+                               f"> tolerance {tolerance:g} on {check['texts']} texts")
+        if quantize:
+            written = tmp.with_name(tmp.name + ".int8")
+            report["quantization"] = quantize_int8(tmp, written)
+            # The fp32 graph passed the parity check above; the int8 graph's differences are reported, and its
+            # accuracy below is what decides.
+            report["fp32_parity"], report["parity"] = report["parity"], {
+                **parity(folder, written, texts), "tolerance": None,
+                "reference": "PyTorch fp32, same encoded batches (int8: reported, judged by accuracy)"}
+        report["accuracy"] = graph_accuracy(folder, written, quantize, accuracy_tolerance, task_data, root)
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+    finally:
+        if written != tmp:  # the fp32 graph that was quantized
+            tmp.unlink(missing_ok=True)
+    os.replace(written, graph)
     report["bytes"] = graph.stat().st_size
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(report_path(graph), report)
     return report
+
+
+def quantize_int8(graph: Path, out: Path) -> dict[str, Any]:
+    """ONNX Runtime's dynamic quantization of `graph` into `out`: MatMul weights and the embedding tables (Gather)
+    stored as int8 with one scale per tensor, activations quantized to uint8 per batch at run time. Dynamic, not
+    static: it needs no calibration texts, and a text's activation range is its own."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(graph), str(out), weight_type=QuantType.QInt8)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weights": "int8, per tensor",
+            "activations": "uint8, dynamic per batch"}
+
+
+def stored_test_sample(folder: Path, root: str | os.PathLike | None = None, task: str | None = None,
+                       test_per_label: int | None = None) -> TaskData:
+    """The test sample of the task a model folder was fine-tuned (or distilled) on, from the fine-tuning config it
+    stores, through fine-tuning's own data path; `task` (a built-in task) overrides what the folder stores."""
+    from tinylm.config import FinetuneConfig
+    from tinylm.data.user_files import LabelledSource, load_task_data
+    from tinylm.distill import stored_finetune_config
+
+    cfg = FinetuneConfig(task=task) if task else stored_finetune_config(folder)
+    if cfg is None:
+        raise ValueError(f"{folder} stores no fine-tuning config naming its task; give the task (--task)")
+    # The test sample alone, as `tinylm evaluate` loads it: no training examples, so no validation split either.
+    source = dataclasses.replace(LabelledSource.of(cfg), validation_fraction=0.0)
+    return load_task_data(source, cfg.task, root, train_per_label=0,
+                          test_per_label=test_per_label or cfg.test_per_label, seed=cfg.data_seed,
+                          fewrel_markers=cfg.fewrel_markers, data_source=cfg.data_source)
+
+
+def graph_accuracy(folder: Path, graph: Path, quantize: str | None, tolerance: float | None,
+                   task_data: TaskData | None, root: str | os.PathLike | None) -> dict[str, Any]:
+    """Test accuracy of PyTorch fp32 and of the graph on the same texts; raises when the graph loses more than
+    `tolerance` points. Without a test sample: the reason, or for an int8 graph (with a tolerance) an error."""
+    try:
+        data = task_data or stored_test_sample(folder, root)
+    except (DataError, ValueError, OSError) as err:
+        if quantize and tolerance is not None:
+            raise ValueError(f"an int8 graph is checked on the task's test sample, and there is none: {err}") from None
+        return {"skipped": str(err)}
+    torch_acc, graph_acc = sample_accuracy(folder, graph, data.test)
+    loss = round(100 * (torch_acc - graph_acc), 4)
+    result = {"task": data.name, "texts": len(data.test), "torch_fp32": torch_acc, "onnx": graph_acc,
+              "loss_points": loss, "tolerance_points": tolerance}
+    if tolerance is not None and loss > tolerance:
+        raise RuntimeError(f"ONNX accuracy check failed: the {quantize or 'fp32'} graph's test accuracy on "
+                           f"{data.name} ({len(data.test)} texts) is {100 * graph_acc:.2f} %, PyTorch fp32's "
+                           f"{100 * torch_acc:.2f} %: it loses {loss:.2f} points > tolerance {tolerance:g}")
+    return result
+
+
+def sample_accuracy(folder: Path, graph: Path, examples: Sequence[Example]) -> tuple[float, float]:
+    """(PyTorch fp32 accuracy, graph accuracy) on the examples, each runtime through Predictor as served."""
+    texts, labels = [e.text for e in examples], np.array([e.label for e in examples])
+    if not texts:
+        raise ValueError("no test examples to measure accuracy on")
+    torch_probs = Predictor.load(folder, "torch", device="cpu").predict_proba(texts)
+    graph_probs = Predictor.load(folder, "onnx", onnx_path=graph).predict_proba(texts)
+    return float(np.mean(torch_probs.argmax(1) == labels)), float(np.mean(graph_probs.argmax(1) == labels))
 
 
 def report_path(graph: Path) -> Path:
@@ -166,5 +266,6 @@ def _versions() -> dict[str, str]:
 
 
 __all__ = [
-    "OPSET", "PARITY_TOLERANCE", "ProbabilityGraph", "default_check_texts", "export_onnx", "parity", "report_path",
+    "ACCURACY_TOLERANCE", "INT8_FILE", "OPSET", "PARITY_TOLERANCE", "ProbabilityGraph", "default_check_texts",
+    "export_onnx", "graph_accuracy", "parity", "quantize_int8", "report_path", "stored_test_sample",
 ]
