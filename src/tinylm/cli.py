@@ -155,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42)
 
     x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee", "selection", "curve", "arms"])
+    x.add_argument("experiment", choices=["gap", "size", "overlap", "all", "committee", "selection", "curve", "arms",
+                                          "deploy"])
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
     x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
+    x.add_argument("--from", dest="source", default=None,
+                   help="deploy: the OUT folder of a finished `reproduce committee` (its models are measured)")
     x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
     add_selection_parsers(sub, x)  # select, estimate, and the flags of `reproduce selection`
 
@@ -258,6 +261,16 @@ def run(argv: Sequence[str] | None = None) -> int:
                                       device=args.device, runs=args.runs)
             print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
                   f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plot)")
+            return 0
+        if args.experiment == "deploy":
+            from tinylm.recipes.deploy import DEPLOY_SCALES, reproduce_deploy
+
+            if not args.source:
+                raise ValueError("reproduce deploy needs --from, the folder of a finished `reproduce committee`")
+            results = reproduce_deploy(DEPLOY_SCALES[args.scale], args.source, args.out, tasks=args.tasks,
+                                       root=args.data, device=args.device)
+            print(f"{len(results['rows'])} rows in {results['seconds']:.0f} s; "
+                  f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, frontier.png)")
             return 0
         if args.experiment == "committee":
             from tinylm.recipes.committee import COMMITTEE_SCALES, reproduce_committee
