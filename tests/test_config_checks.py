@@ -23,6 +23,7 @@ from tinylm.cli import main
 from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, ModelConfig, PretrainConfig
 from tinylm.data import load_task
 from tinylm.demo import DEMO_DATA
+from tinylm.distill_config import DistillConfig
 from tinylm.finetune import finetune
 from tinylm.pretrain import pretrain
 from tinylm.recipes.committee import COMMITTEE_SCALES, CommitteeScale
@@ -76,6 +77,12 @@ MODEL_BAD = {
     "pad_token_id": ints_outside(0), "conv_channels": ints_outside(0),
     "conv_kernels": st.lists(ints_outside(1), min_size=1).map(tuple),
 }
+DISTILL_BAD = {
+    **TRAINING, "member": ints_outside(0), "temperature": below(0.0, low_allowed=False),
+    "alpha": below(0.0, low_allowed=True) | st.floats(min_value=1.0, exclude_min=True),
+    "unlabeled_texts": ints_outside(0), "train_per_label": ints_outside(1), "test_per_label": ints_outside(1),
+    "max_length": ints_outside(3),
+}
 # Each config: a valid instance and its bad values per field.
 CONFIGS: dict[type, tuple[Any, dict[str, st.SearchStrategy[Any]]]] = {
     PretrainConfig: (PRETRAIN_PRESETS["demo"], PRETRAIN_BAD),
@@ -83,6 +90,7 @@ CONFIGS: dict[type, tuple[Any, dict[str, st.SearchStrategy[Any]]]] = {
     Scale: (SCALES["cpu"], SCALE_BAD),
     CommitteeScale: (COMMITTEE_SCALES["cpu"], COMMITTEE_BAD),
     ModelConfig: (MODEL_PRESETS["demo"], MODEL_BAD),
+    DistillConfig: (DistillConfig(teacher="runs/committee-ft"), DISTILL_BAD),
 }
 FIELDS = [(cls, name) for cls, (_, bad) in CONFIGS.items() for name in bad]
 ONE_EXAMPLE_FOLDER = settings(max_examples=40, deadline=None,
