@@ -3,13 +3,16 @@
     python benchmarks/serve_load.py                       # both runtimes, about 3 minutes on 2 cores
     python benchmarks/serve_load.py --quick               # smoke run (levels 1 and 32, 2 s each), about 1 minute
     python benchmarks/serve_load.py --model runs/demo/finetune-pretrained --runtimes onnx --levels 1 8 32
+    python benchmarks/serve_load.py --student runs/student   # also rows for a distilled student (`tinylm distill`)
 
 What it does. Starts `tinylm serve MODEL` in a subprocess on 127.0.0.1 (a free port; nothing else is ever
 contacted), then for each concurrency level C runs C client loops over keep-alive connections until either
 --requests requests were sent or --duration seconds passed (whichever first), so every level stops by itself.
 The same is repeated against a second server with micro-batching off (--max-batch 1 --max-wait-ms 0) at the
 lowest and highest level, to show what batching itself contributes. Then the server is stopped. This runs once
-per runtime (PyTorch, and ONNX Runtime on a graph exported into a temporary folder).
+per runtime (PyTorch; ONNX Runtime on a graph exported into a temporary folder; and ONNX Runtime on that graph's
+int8 version, `tinylm export onnx --quantize int8`, served with `--runtime onnx --onnx FILE`), and once more per
+runtime for a distilled student when --student is given (rows "student/torch", "student/onnx-int8", ...).
 
 Model: --model, else runs/demo/finetune-pretrained (what `tinylm demo` leaves), else a demo-preset classifier
 fine-tuned here on the shipped AG News sample (about 15 s more).
@@ -376,13 +379,13 @@ def headline(runs: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_runtime(runtime: str, model: Path, onnx: Path | None, cases: list[Case],
-                      args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+                      args: argparse.Namespace, label: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     runs: dict[str, Any] = {}
     configs = {"batched": (args.max_batch, args.max_wait_ms, args.levels),
                "unbatched": (1, 0.0, [min(args.levels), max(args.levels)])}
     info: dict[str, Any] = {}
     for name, (max_batch, wait, levels) in configs.items():
-        print(f"{runtime}, {name}: max_batch {max_batch}, max_wait_ms {wait}", flush=True)
+        print(f"{label or runtime}, {name}: max_batch {max_batch}, max_wait_ms {wait}", flush=True)
         server = ServerProcess(model, runtime, args.threads, max_batch, wait, onnx)
         try:
             info = await server.ready()
@@ -391,6 +394,20 @@ async def run_runtime(runtime: str, model: Path, onnx: Path | None, cases: list[
             server.stop()
         runs[name] = {"max_batch": max_batch, "max_wait_ms": wait, "levels": levels_out}
     return runs, info
+
+
+def graph_for(model: Path, runtime: str, workdir: Path) -> Path | None:
+    """The ONNX graph a runtime serves (none for torch), exported into `workdir` so the model folder is left as it
+    is. Accuracy is recorded in the export report, not judged: this is a load test, and a model given here may
+    come without a task sample."""
+    if runtime == "torch":
+        return None
+    from tinylm.onnx_export import export_onnx
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    quantize = "int8" if runtime == "onnx-int8" else None
+    graph = workdir / ("model.int8.onnx" if quantize else "model.onnx")
+    return Path(export_onnx(model, graph, quantize=quantize, accuracy_tolerance=None)["onnx"])
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,14 +420,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print("no --model and no runs/demo: fine-tuning a demo-size classifier on the shipped sample", flush=True)
             model = demo_size_model(Path(tmp))
         cases = rotations(check_texts(), 10)
-        for runtime in args.runtimes:
-            onnx = None
-            if runtime == "onnx":  # exported into the temporary folder, so the model folder is left as it is
-                from tinylm.onnx_export import export_onnx
-
-                onnx = Path(export_onnx(model, Path(tmp) / "model.onnx")["onnx"])
-            runs, info = await run_runtime(runtime, model, onnx, cases, args)
-            results[runtime] = {"headline": headline(runs), "runs": runs}
+        systems = [("", model)] + ([("student/", Path(args.student))] if args.student else [])
+        infos = []
+        for prefix, folder in systems:
+            for runtime in args.runtimes:
+                onnx = graph_for(folder, runtime, Path(tmp) / (prefix or "model"))
+                server_runtime = "torch" if runtime == "torch" else "onnx"
+                runs, info = await run_runtime(server_runtime, folder, onnx, cases, args, prefix + runtime)
+                results[prefix + runtime] = {"headline": headline(runs), "runs": runs,
+                                             **({"model": str(folder)} if prefix else {})}
+                infos.append(info)
+        info = infos[0]  # the main model's
     return {
         "benchmark": "serve_load",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -434,7 +454,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model or committee folder (default: runs/demo/"
                         "finetune-pretrained, else a demo-size model fine-tuned here)")
-    parser.add_argument("--runtimes", choices=["torch", "onnx"], nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--runtimes", choices=["torch", "onnx", "onnx-int8"], nargs="+",
+                        default=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--student", default=None, help="also serve this distilled student (`tinylm distill`'s "
+                        "OUT/model) with every runtime: rows student/torch, student/onnx-int8, ...")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--requests", type=int, default=4000, help="most requests per level")
     parser.add_argument("--duration", type=float, default=10.0, help="most seconds per level")
