@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -58,6 +59,7 @@ import torch
 import transformers
 from transformers import PreTrainedTokenizerFast
 
+from eager_baseline import baseline
 from reference import (
     PAD_TO,
     pad_batch_to,
@@ -287,16 +289,18 @@ class Setup:
     texts: list[str]  # Wikipedia openings, the preset's article subset in its seeded order
 
 
-# Benchmarked model -> the recipe presets (PRETRAIN_PRESETS / FINETUNE_PRESETS) whose settings it runs with.
-SETUPS = {"bert-6": "paper", "cpu-1": "cpu", "demo": "demo"}
+# Benchmarked model -> the recipe presets (PRETRAIN_PRESETS / FINETUNE_PRESETS) whose settings it runs with
+# (cpu-6: the cpu recipe with its 6-layer model, as the CPU scale trains it).
+SETUPS = {"bert-6": "paper", "cpu-1": "cpu", "cpu-6": "cpu", "demo": "demo"}
+SMALL = ("cpu-1", "cpu-6", "demo")  # the CPU-scale presets: also measured against the eager path before issue 14
 TEXTS = 4000  # Wikipedia openings loaded (the cpu preset's subset; the others' first 4,000 in the same order)
 
 
 def make_setup(name: str, root: Path | None) -> Setup:
     preset = SETUPS[name]
     pcfg, fcfg = PRETRAIN_PRESETS[preset], FINETUNE_PRESETS[preset]
-    if pcfg.model != name:
-        raise ValueError(f"PRETRAIN_PRESETS[{preset!r}] trains {pcfg.model!r}, not {name!r}")
+    if pcfg.model != name:  # a model run with another preset's recipe
+        pcfg, fcfg = replace(pcfg, model=name), replace(fcfg, model=name)
     base = MODEL_PRESETS[pcfg.model]
     articles = load_articles(min(pcfg.articles, TEXTS), seed=pcfg.data_seed, root=root)
     texts = [a.text for a in articles]
@@ -312,13 +316,18 @@ def make_setup(name: str, root: Path | None) -> Setup:
 Step = Callable[[int], torch.Tensor]
 
 
+def bench_loop(cfg: Any) -> LoopConfig:
+    """A recipe's loop settings (lr, clipping, precision) for benchmark steps at a constant learning rate."""
+    return LoopConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=0.0, schedule="step",
+                      precision=cfg.precision, seed=cfg.seed, save_every=10**9, grad_clip=cfg.grad_clip or None)
+
+
 def paired_steps(cfg: Any, fast: torch.nn.Module, ref: torch.nn.Module, batches: list, ref_batches: list,
                  fast_model: torch.nn.Module) -> tuple[Step, Step, str]:
     """Step i of the reference and of tinylm (training.train_step through `fast_model`, fast itself or compiled)
     on batch i, each side with its own optimizer over the same starting weights and dropout seeded alike.
     Returns (reference step, tinylm step, tinylm's precision)."""
-    loop = LoopConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=0.0, schedule="step",
-                      precision=cfg.precision, seed=cfg.seed, save_every=10**9, grad_clip=cfg.grad_clip or None)
+    loop = bench_loop(cfg)
     opt = make_optimizer(fast, loop, DEVICE)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     precision = effective_precision(cfg.precision, DEVICE)
@@ -429,6 +438,79 @@ def bench_finetune(s: Setup, steps: int, peaks: dict, root: Path | None) -> dict
     return out
 
 
+EAGER_LOSS_TOLERANCE = 5e-3  # bf16 autocast: the two paths round differently (tests/test_speed_numerics.py)
+
+
+def eager_steps(cfg: Any, model: torch.nn.Module, batches: list) -> tuple[Step, Step]:
+    """Step i of tinylm's eager path before issue 14 (eager_baseline) and of its current path, on batch i: two
+    copies of `model` (same starting weights), each with its own optimizer, dropout seeded alike."""
+    loop = bench_loop(cfg)
+    before_model = copy.deepcopy(model)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    precision = effective_precision(cfg.precision, DEVICE)
+    opt_before, opt_now = make_optimizer(before_model, loop, DEVICE), make_optimizer(model, loop, DEVICE)
+
+    def before(i: int) -> torch.Tensor:
+        torch.manual_seed(step_seed(cfg.seed, i))
+        with baseline():
+            return train_step(before_model, batches[i], opt_before, scaler, precision, DEVICE,
+                              loop.grad_clip).loss.detach()
+
+    def now(i: int) -> torch.Tensor:
+        torch.manual_seed(step_seed(cfg.seed, i))
+        return train_step(model, batches[i], opt_now, scaler, precision, DEVICE, loop.grad_clip).loss.detach()
+
+    return before, now
+
+
+def bench_vs_eager(s: Setup, kind: str, warmup: int, steps: int, peaks: dict, root: Path | None) -> dict[str, Any]:
+    """tinylm's training step now against its eager path before issue 14, interleaved on the same batches.
+
+    kind "pretrain": MLM batches as in bench_pretrain; "finetune": the classification batches of bench_finetune,
+    timed on a second pass (the first is the warm-up). The numerics check: the loss of the first step, same
+    batch and weights on both sides, agrees to bf16 tolerance.
+    """
+    seed_everything(s.pretrain.seed)
+    if kind == "pretrain":
+        cfg = s.pretrain
+        ids = encode_texts(s.tokenizer, s.texts[: (warmup + steps) * cfg.batch_size], cfg.seq_len)
+        batches = list(MLMBatches(ids, s.tokenizer, cfg, epoch=0))
+        model: torch.nn.Module = BertForMLM(s.model_cfg).train()
+        flops = [mlm_step_flops(s.model_cfg, b, False) for b in batches]
+        warm, timed = range(warmup), range(warmup, len(batches))
+    else:
+        cfg = s.finetune
+        task = load_task(TASK, root, train_per_label=cfg.train_per_label, test_per_label=0, seed=cfg.data_seed)
+        ids = encode_examples(s.tokenizer, task.train, min(cfg.max_length, s.model_cfg.max_position_embeddings))
+        epoch = ClassificationBatches(ids, [e.label for e in task.train], cfg.batch_size, s.tokenizer.pad_token_id,
+                                      cfg.seed, 0)
+        batches = [epoch[i] for i in range(min(steps, len(epoch)))]
+        model = BertForClassification(s.model_cfg, task.num_labels).train()
+        flops = [cls_step_flops(s.model_cfg, b, task.num_labels) for b in batches]
+        warm = timed = range(len(batches))
+    before, now = eager_steps(cfg, model, batches)
+    first = [(float(before(i)), float(now(i))) for i in warm]  # warm-up; step 0 is the numerics check
+    sides = [Side("eager_before", before, lambda i: flops[i]), Side("tinylm", now, lambda i: flops[i])]
+    rec = interleave(sides, [], timed)
+    tokens = [int(batches[i]["attention_mask"].sum()) for i in timed]
+    timed_flops = [flops[i] for i in timed]
+    out: dict[str, Any] = {
+        "before": "tinylm's eager path before issue 14 (benchmarks/eager_baseline.py), same process, interleaved",
+        "timed_steps": len(timed),
+        "real_tokens_per_batch": round(statistics.mean(tokens), 1),
+    }
+    for side in sides:
+        out[side.name] = summarise(rec[side.name], tokens, timed_flops, timed_flops, peaks)
+    out.update(compare(rec["eager_before"], rec["tinylm"]))
+    diff = abs(first[0][0] - first[0][1])
+    later = [abs(a - b) for a, b in zip(rec["eager_before"]["losses"], rec["tinylm"]["losses"], strict=True)]
+    out["numerics"] = {"first_step_loss_before": round(first[0][0], 5), "first_step_loss_now": round(first[0][1], 5),
+                       "first_step_abs_diff": round(diff, 6), "tolerance": EAGER_LOSS_TOLERANCE,
+                       "ok": diff <= EAGER_LOSS_TOLERANCE,
+                       "max_abs_diff_timed_steps": round(max(later), 5) if later else None}
+    return out
+
+
 def bench_infer(s: Setup, batch_sizes: dict[int, int], peaks: dict, root: Path | None) -> dict[str, Any]:
     """calls per batch size: batch 1 -> that many single-text calls; batch 64 -> that many 64-text calls."""
     need = max(bs * calls for bs, calls in batch_sizes.items())
@@ -490,8 +572,7 @@ def epoch_estimates(results: dict[str, Any]) -> dict[str, Any]:
     """How long one pre-training epoch of each preset takes with tinylm here, from the measured step times."""
     est = {}
     for preset, cfg in PRETRAIN_PRESETS.items():
-        model = {v: k for k, v in SETUPS.items()}.get(preset)
-        pre = results.get(model or "", {}).get("pretrain")
+        pre = results.get(cfg.model, {}).get("pretrain")
         if pre is None:
             continue
         steps = -(-cfg.articles // cfg.batch_size)
@@ -516,7 +597,7 @@ def table(results: dict[str, Any]) -> Iterator[str]:
     for model in results["models"]:
         for kind in ("pretrain", "finetune"):
             r = results[model].get(kind)
-            if not r:
+            if not r or "reference" not in r:
                 continue
             ref, fast = r["reference"], r["tinylm"]
             yield (f"{model:7} {kind:10} {ref['tokens_per_s']:>10.0f} {fast['tokens_per_s']:>12.0f} "
@@ -524,8 +605,16 @@ def table(results: dict[str, Any]) -> Iterator[str]:
                    f"{fast['mfu_executed_vs_bf16_peak']:>15.1%} {ref['median_step_s']:>10.3f} "
                    f"{fast['median_step_s']:>13.3f}")
     for model in results["models"]:
+        for kind in ("pretrain", "finetune"):
+            vs = results[model].get(kind, {}).get("vs_eager")
+            if vs:
+                yield (f"{model:7} {kind:10} vs eager before issue 14: {vs['eager_before']['tokens_per_s']:.0f} -> "
+                       f"{vs['tinylm']['tokens_per_s']:.0f} tok/s, {vs['ratio']:.2f}x, MFU vs bf16 peak "
+                       f"{vs['tinylm']['mfu_executed_vs_bf16_peak']:.1%}; first-step loss diff "
+                       f"{vs['numerics']['first_step_abs_diff']:.1e}")
+    for model in results["models"]:
         r = results[model].get("finetune")
-        if r:
+        if r and "first_pass" in r:
             f = r["first_pass"]
             yield (f"{model:7} finetune first pass (widths met for the first time): reference "
                    f"{f['reference_tokens_per_s']:.0f} tok/s, tinylm {f['tinylm_tokens_per_s']:.0f} tok/s, "
@@ -551,12 +640,30 @@ def table(results: dict[str, Any]) -> Iterator[str]:
 # ------------------------------------------------------------------------------------------------------ main
 
 
+def merged(old: dict[str, Any], new: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """`old` results with `new`'s parts laid over them, per model and part (a part's keys replace the old ones);
+    the merged parts record the command, peak and machine they come from."""
+    out = dict(old)
+    stamp = {"command": new["command"], "peak_bf16_flops_per_s": new["peak"]["bf16_flops_per_s"]}
+    for model in models:
+        target = out.setdefault(model, {})
+        for key, value in new.get(model, {}).items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value, "merged_from": stamp}
+            else:
+                target[key] = value
+    out["models"] = list(dict.fromkeys([*old.get("models", []), *models]))
+    out.setdefault("merged_runs", []).append({**stamp, "parts": new["parts"], "seconds": new["seconds"]})
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS),
                    help="bert-6: the paper preset; cpu-1: the cpu preset (the default); demo: the demo preset")
-    p.add_argument("--only", choices=["pretrain", "finetune", "infer"], action="append",
-                   help="run only these parts (repeatable); default: all")
+    p.add_argument("--only", choices=["pretrain", "finetune", "infer", "eager"], action="append",
+                   help="run only these parts (repeatable; eager: the small presets' training step against "
+                        "tinylm's eager path before issue 14); default: all")
     p.add_argument("--steps", type=int, default=6, help="timed training steps per side for BERT-6 (others: 5x)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed pre-training warm-up steps per side for BERT-6 (others: 3x); fine-tuning warms up "
@@ -570,10 +677,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "it applies to both sides)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: TINYLM_DATA or ../shared/data)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--merge", action="store_true",
+                   help="merge this run's parts into the results already in --out (per model and part) instead "
+                        "of replacing the file; each part keeps the command, peak and load it was measured with")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.warmup = 2, 1
-    parts = args.only or ["pretrain", "finetune", "infer"]
+    parts = args.only or ["pretrain", "finetune", "infer", "eager"]
     global REF_FUSED_ADAMW
     REF_FUSED_ADAMW = args.ref_fused_adamw
     configure_threads()  # what pretrain() and finetune() do first
@@ -623,15 +733,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 res["infer"] = bench_infer(s, calls, results["peak"], args.data)
             res["infer"]["other_load_cores"] = load.cores
             print(f"{name} infer done (other load {load.cores} cores)", flush=True)
+        if "eager" in parts and name in SMALL:
+            for kind, n_steps in (("pretrain", args.steps * scale), ("finetune", (args.steps + 2) * scale)):
+                with OtherLoad() as load:
+                    vs = bench_vs_eager(s, kind, warmup, n_steps, results["peak"], args.data)
+                vs["other_load_cores"] = load.cores
+                part = res.setdefault(kind, {})
+                part["vs_eager"] = vs
+                part["ratio_vs_eager"] = vs["ratio"]
+                if kind == "pretrain":
+                    part["mfu_vs_bf16_peak"] = vs["tinylm"]["mfu_executed_vs_bf16_peak"]
+                print(f"{name} {kind} vs eager before issue 14: ratio {vs['ratio']}, numerics "
+                      f"{'ok' if vs['numerics']['ok'] else 'NOT OK'} (other load {load.cores} cores)", flush=True)
     results["epoch_estimates"] = epoch_estimates(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and args.out.is_file():
+        results = merged(json.loads(args.out.read_text()), results, args.models)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     for line in table(results):
         print(line)
     loads = [results["peak"]["other_load_cores"]] + [
-        results[m][k]["other_load_cores"] for m in args.models for k in parts if k in results[m]]
+        results[m][k].get("other_load_cores") for m in args.models for k in parts if k in results[m]]
     if any(x is not None and x > 0.1 for x in loads):
         print(f"WARNING: other processes used up to {max(x for x in loads if x is not None):.2f} cores during "
               "this run; its figures are not clean measurements")
