@@ -19,7 +19,7 @@ from tinylm.selection import SELECTION_MEASURES, count_matrix, greedy_select, ob
 from tinylm.tokenizer import from_vocab_file
 
 REPO = Path(__file__).resolve().parents[1]
-STORED = REPO / "docs" / "results" / "cpu" / "results.json"
+STORED = REPO / "docs" / "results" / "cpu-v1" / "results.json"  # the fit the committed selection report used
 
 
 def matrix(rows: list[list[int]], vocab: int) -> sparse.csr_matrix:
@@ -183,7 +183,7 @@ def test_choose_and_write_a_subset_that_pretraining_reads(toy_pool, tmp_path: Pa
 
 
 def test_fit_reproduces_the_stored_cpu_report() -> None:
-    """The fit estimate uses is the one docs/results/cpu/report.md prints (r, CI of r, p, slope, points)."""
+    """The fit estimate uses is the one docs/results/cpu-v1/report.md prints (r, CI of r, p, slope, points)."""
     report = (STORED.parent / "report.md").read_text()
     for measure in ("token", "type", "weighted"):
         row = re.search(rf"^\| {measure}(?: \(used\))? \| ([-\d.]+) \| ([-\d.]+) to ([-\d.]+) \| ([\d.e+-]+) \| "

@@ -1,0 +1,47 @@
+"""Every committed report under docs/results is what its stored results.json renders to, byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tinylm.committee_report import render_committee_report
+from tinylm.recipes.curve import render_curve_report
+from tinylm.recipes.overlap_arms import render_arms_report
+from tinylm.recipes.paper_experiments import PAPER_NUMBERS
+from tinylm.report import render_report
+from tinylm.selection_report import render_selection_report
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def render(results: dict[str, Any], out: Path) -> Path:
+    """The renderer the recipe that wrote `results` uses; returns the markdown written."""
+    kind = results.get("experiment")
+    if kind == "committee":
+        render_committee_report(results, out)
+    elif kind == "curve":
+        render_curve_report(results["records"], out)
+    elif kind == "arms":
+        render_arms_report(results, out)
+    elif "selections" in results:
+        render_selection_report(results, out)
+    else:
+        render_report(results["records"], out, PAPER_NUMBERS)
+    return out / "report.md"
+
+
+STORED = sorted(p for p in RESULTS.rglob("results.json") if (p.parent / "report.md").is_file())
+
+
+@pytest.mark.parametrize("path", STORED, ids=[str(p.parent.relative_to(RESULTS)) for p in STORED])
+def test_committed_report_re_renders_identically(path: Path, tmp_path: Path) -> None:
+    written = render(json.loads(path.read_text()), tmp_path)
+    assert written.read_text() == (path.parent / "report.md").read_text()
+
+
+def test_every_committed_report_is_checked() -> None:
+    assert len(STORED) >= 4
