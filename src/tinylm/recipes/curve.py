@@ -117,9 +117,9 @@ def summarise_curve(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
 
 def plot_curve(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Two panels against pre-training steps: the gap per task, and held-out MLM accuracy vs the unigram level."""
-    fig, ax = new_figure(figsize=(10, 4.2))
-    ax2 = fig.add_subplot(1, 2, 2)
-    ax.set_position(fig.add_gridspec(1, 2)[0, 0].get_position(fig))
+    fig, _ = new_figure(figsize=(10.5, 4.2))
+    fig.clear()
+    ax, ax2 = fig.subplots(1, 2)
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
         xs = [max(r["step"], 1) for r in mine]  # step 0 (scratch) sits at 1 on the log axis
