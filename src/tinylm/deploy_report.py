@@ -16,6 +16,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from tinylm.report import Block, Bullets, Heading, Image, Para, Table, _task_key, to_html, to_markdown
 from tinylm.stats import mean_ci
@@ -66,6 +67,9 @@ def plot_frontier(results: Mapping[str, Any], path: Path) -> Path:
         line = frontier([(r["p50_ms_batch1"], 100 * r["accuracy"]) for r in rows])
         ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="grey", lw=1, ls="--", zorder=2)
         ax.set_xscale("log")
+        # Plain numbers on the decades only: labelled minor ticks of a short log axis overlap.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(task)
         ax.set_xlabel(f"p50 latency at batch 1, {results['threads']} thread (ms, log)")
         ax.set_ylabel("test accuracy (%)")
