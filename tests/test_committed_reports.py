@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tinylm.committee_report import render_committee_report
+from tinylm.deploy_report import render_deploy_report
 from tinylm.recipes.curve import render_curve_report
 from tinylm.recipes.overlap_arms import render_arms_report
 from tinylm.recipes.paper_experiments import PAPER_NUMBERS
@@ -27,6 +28,8 @@ def render(results: dict[str, Any], out: Path) -> Path:
         render_curve_report(results["records"], out)
     elif kind == "arms":
         render_arms_report(results, out)
+    elif kind == "deploy":
+        render_deploy_report(results, out)
     elif "selections" in results:
         render_selection_report(results, out)
     else:
