@@ -212,8 +212,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                               seed=args.data_seed, label_names=clf.label_names if source.given else None)
         if task.label_names != clf.label_names:
             raise DataError(args.model, f"model labels {clf.label_names} differ from {args.task}'s {task.label_names}")
-        metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names,
-                                 precision=trained_precision(args.model))
+        metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names, **trained_scoring(args.model))
         if args.out:
             write_json(args.out, metrics)
         _print_json(metrics if not args.out else {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
@@ -318,16 +317,15 @@ def run_overlap(args: argparse.Namespace) -> dict[str, Any]:
             "overlap": overlap_report(texts, labelled, tokenizer, cfg.seq_len)}
 
 
-def trained_precision(path: str) -> Any:
-    """The precision a fine-tuned folder was scored in when it was trained (its recipe's), else fp32: so
-    `tinylm evaluate` repeats the fine-tuning's own test score instead of a near-tie flipped by rounding."""
+def trained_scoring(path: str) -> dict[str, Any]:
+    """The precision and truncation a fine-tuned folder was scored with when it was trained (its recipe's), else
+    fp32 and 128 tokens: so `tinylm evaluate` repeats the fine-tuning's own test score instead of a near-tie
+    flipped by rounding or by texts cut at another length."""
     from tinylm.pretrain import model_folder
 
     meta = model_folder(path) / "tinylm_meta.json"
-    if not meta.is_file():
-        return "fp32"
-    recipe = json.loads(meta.read_text()).get("finetune") or {}
-    return recipe.get("precision", "fp32")
+    recipe = (json.loads(meta.read_text()).get("finetune") or {}) if meta.is_file() else {}
+    return {"precision": recipe.get("precision", "fp32"), "max_length": recipe.get("max_length", 128)}
 
 
 def _print_demo(r: dict[str, Any], out: Path) -> None:
