@@ -30,6 +30,9 @@ ARMS = {
     "nodrop-lr3e-3": replace(BASE, model="demo-nodrop", lr=3e-3),
     "nodrop-mask40": replace(BASE, model="demo-nodrop", mask_prob=0.4),
     "nodrop-mask30-lr5e-4": replace(BASE, model="demo-nodrop", mask_prob=0.3, lr=5e-4),
+    # Issue 14's micro-batch lever, judged at equal tokens: twice the batch is half the steps.
+    "nodrop-mask40-b64": replace(BASE, model="demo-nodrop", mask_prob=0.4, batch_size=64),
+    "nodrop-mask40-b64-lr1.4e-3": replace(BASE, model="demo-nodrop", mask_prob=0.4, batch_size=64, lr=1.4e-3),
 }
 
 
