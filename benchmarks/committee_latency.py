@@ -62,9 +62,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tinylm.committee import Committee
 from tinylm.config import MODEL_PRESETS, ModelConfig
 from tinylm.data import load_task
-from tinylm.finetune import pad_batch
 from tinylm.model import BertForClassification, count_parameters
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.finetune import pad_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "committee_latency.json"
 SHAPES = {"cpu": ("cpu-1", "cpu-6"), "paper": ("bert-1", "bert-6")}

@@ -323,8 +323,8 @@ async def measure(server: ServerProcess, cases: list[Case], levels: list[int], m
 def demo_size_model(workdir: Path) -> Path:
     """A demo-preset classifier fine-tuned on the shipped AG News sample (about 15 s), when no model is given."""
     from tinylm.config import FINETUNE_PRESETS, replace
-    from tinylm.demo import DEMO_DATA
-    from tinylm.finetune import finetune
+    from tinylm.experiments.demo import DEMO_DATA
+    from tinylm.train.finetune import finetune
 
     cfg = replace(FINETUNE_PRESETS["demo"], task="ag_news", tokenizer="tinylm-wiki-4k", epochs=5)
     finetune(cfg, workdir / "ft", root=DEMO_DATA)
@@ -333,7 +333,7 @@ def demo_size_model(workdir: Path) -> Path:
 
 def check_texts(count: int = 200) -> list[str]:
     from tinylm.data import load_task
-    from tinylm.demo import DEMO_DATA
+    from tinylm.experiments.demo import DEMO_DATA
 
     task = load_task("ag_news", DEMO_DATA, train_per_label=0, test_per_label=count // 4, seed=7)
     return [e.text[:MAX_CHARS] for e in task.test]
@@ -402,7 +402,7 @@ def graph_for(model: Path, runtime: str, workdir: Path) -> Path | None:
     come without a task sample."""
     if runtime == "torch":
         return None
-    from tinylm.onnx_export import export_onnx
+    from tinylm.inference.onnx import export_onnx
 
     workdir.mkdir(parents=True, exist_ok=True)
     quantize = "int8" if runtime == "onnx-int8" else None

@@ -22,9 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from eager_baseline import baseline
 from tinylm.model import BertForMLM
-from tinylm.pretrain import MLMBatches, encode_texts
 from tinylm.runtime import configure_threads, effective_precision, step_seed
-from tinylm.training import make_optimizer, train_step, tune_cpu_allocator
+from tinylm.train.loop import make_optimizer, train_step, tune_cpu_allocator
+from tinylm.train.pretrain import MLMBatches, encode_texts
 from train_speed import DEVICE, SETUPS, bench_loop, make_setup
 
 CLASSES: dict[str, tuple[str, ...]] = {

@@ -10,12 +10,12 @@ preset PRETRAIN_PRESETS["cpu"] with its trained 8,192 vocabulary; demo, the demo
 
 - pre-training: MLM steps on batches of 32 Wikipedia openings (128 tokens). The reference (reference.py:
   Hugging Face BertForMaskedLM, fp32, padding to 128, logits over the whole vocabulary at every position,
-  torch.optim.AdamW) and tinylm's production step (tinylm.training.train_step: bf16 autocast, MLM head at
+  torch.optim.AdamW) and tinylm's production step (tinylm.train.loop.train_step: bf16 autocast, MLM head at
   the masked positions only, fused AdamW) train from the same weights on the same masked batches;
 - fine-tuning: AG News classification steps, the reference padding every text to 128, tinylm padding each
-  length-bucketed batch (tinylm.finetune.ClassificationBatches) to its longest text. Both take the same rows;
+  length-bucketed batch (tinylm.train.finetune.ClassificationBatches) to its longest text. Both take the same rows;
 - inference: AG News test texts at batch 1 and batch 64, the reference fp32 padded to 128 vs tinylm's
-  predict path (tinylm.evaluate.predict_proba: length-sorted, dynamic padding) in fp32 and bf16;
+  predict path (tinylm.inference.evaluate.predict_proba: length-sorted, dynamic padding) in fp32 and bf16;
 - the machine's matmul peak: the best of a few torch.mm on square fp32 and bf16 matrices.
 
 Timing is interleaved: step i of the reference and step i of tinylm run back to back on the same batch (the
@@ -78,13 +78,13 @@ from tinylm.config import (
     replace,
 )
 from tinylm.data import load_articles, load_task
-from tinylm.evaluate import predict_proba
-from tinylm.finetune import ClassificationBatches, encode_examples
+from tinylm.inference.evaluate import predict_proba
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
-from tinylm.pretrain import MLMBatches, encode_texts
 from tinylm.runtime import configure_threads, effective_precision, seed_everything, step_seed
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
-from tinylm.training import Batch, LoopConfig, make_optimizer, train_step, tune_cpu_allocator
+from tinylm.train.finetune import ClassificationBatches, encode_examples
+from tinylm.train.loop import Batch, LoopConfig, make_optimizer, train_step, tune_cpu_allocator
+from tinylm.train.pretrain import MLMBatches, encode_texts
 
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 DEVICE = torch.device("cpu")
@@ -306,7 +306,7 @@ def make_setup(name: str, root: Path | None) -> Setup:
     articles = load_articles(min(pcfg.articles, TEXTS), seed=pcfg.data_seed, root=root)
     texts = [a.text for a in articles]
     if pcfg.tokenizer == "train":
-        # As tinylm.pretrain.build_tokenizer does, on the first 4,000 openings (for the cpu preset: exactly its
+        # As tinylm.train.pretrain.build_tokenizer does, on the first 4,000 openings (for the cpu preset: exactly its
         # articles, so the very vocabulary a run gets; for demo: a vocabulary of the same size). Cached on disk.
         tokenizer = train_wordpiece(texts, vocab_size=base.vocab_size, max_length=pcfg.seq_len)
     else:
@@ -677,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="time steps and the peak in this thread's CPU time instead of wall time: on a busy machine "
                         "it leaves out the time other processes hold the core (1 thread only: TINYLM_THREADS=1)")
     p.add_argument("--no-tune-malloc", action="store_true",
-                   help="skip tinylm's allocator setting (tinylm.training.tune_cpu_allocator, process-wide: "
+                   help="skip tinylm's allocator setting (tinylm.train.loop.tune_cpu_allocator, process-wide: "
                         "it applies to both sides)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: TINYLM_DATA or ../shared/data)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -706,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "reference": "transformers BertForMaskedLM / BertForSequenceClassification (attention "
                          f"'{reference_attn_implementation()}'), fp32, padded to {PAD_TO}, full-vocabulary MLM "
                          f"logits, torch.optim.AdamW ({'fused' if REF_FUSED_ADAMW else 'default, not fused'})",
-            "tinylm": "tinylm.training.train_step: bf16 autocast, MLM head at masked positions, fused AdamW; "
+            "tinylm": "tinylm.train.loop.train_step: bf16 autocast, MLM head at masked positions, fused AdamW; "
                       "fine-tuning batches length-bucketed and padded to their longest text",
             "malloc_tuned_both_sides": malloc_tuned,
             "timing": "interleaved: each timed batch runs on both sides back to back, order alternating; "

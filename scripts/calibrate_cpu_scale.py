@@ -3,7 +3,7 @@
     TINYLM_THREADS=1 python scripts/calibrate_cpu_scale.py ARM OUT
 
 Each arm pre-trains on the smallest CPU subset with snapshots at T/2 .. T/16, each scored by
-tinylm.mlm_quality (held-out masked-token loss/accuracy against the unigram baseline, cloze probe). The
+tinylm.train.mlm_quality (held-out masked-token loss/accuracy against the unigram baseline, cloze probe). The
 arms and what they bought are in docs/cpu_scale.md.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tinylm.config import MODEL_PRESETS, PRETRAIN_PRESETS, replace
-from tinylm.pretrain import pretrain, snapshots
+from tinylm.train.pretrain import pretrain, snapshots
 
 BASE = replace(PRETRAIN_PRESETS["demo"], tokenizer="tinylm-wiki-4k", articles=10_000, epochs=6, snapshots=4,
                save_every=1000)

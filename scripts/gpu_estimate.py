@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 from tinylm.config import MODEL_PRESETS, ModelConfig, replace
+from tinylm.experiments.committee import COMMITTEE_SCALES
+from tinylm.experiments.paper import FIRST_SEED
+from tinylm.experiments.scales import SCALES, TASK_ORDER
 from tinylm.model import BertForClassification, BertForMLM, count_parameters
-from tinylm.recipes.committee import COMMITTEE_SCALES
-from tinylm.recipes.paper_experiments import FIRST_SEED
-from tinylm.recipes.scales import SCALES, TASK_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

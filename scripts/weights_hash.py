@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from tinylm.config import PRETRAIN_PRESETS, replace
-from tinylm.demo import DEMO_DATA
-from tinylm.pretrain import pretrain
+from tinylm.experiments.demo import DEMO_DATA
+from tinylm.train.pretrain import pretrain
 
 
 def weights_sha256(path: Path) -> str:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tinylm.cli import main
-from tinylm.demo import DEMO_DATA
+from tinylm.experiments.demo import DEMO_DATA
 
 
 def test_pretrain_finetune_evaluate_predict_end_to_end(tmp_path, data_root, capsys) -> None:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from tinylm.committee_report import render_committee_report
-from tinylm.deploy_report import render_deploy_report
-from tinylm.recipes.curve import render_curve_report
-from tinylm.recipes.overlap_arms import render_arms_report
-from tinylm.recipes.paper_experiments import PAPER_NUMBERS
-from tinylm.report import render_report
-from tinylm.selection_report import render_selection_report
+from tinylm.experiments.curve import render_curve_report
+from tinylm.experiments.overlap_arms import render_arms_report
+from tinylm.experiments.paper import PAPER_NUMBERS
+from tinylm.reports.committee import render_committee_report
+from tinylm.reports.deploy import render_deploy_report
+from tinylm.reports.experiments import render_report
+from tinylm.reports.selection import render_selection_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 

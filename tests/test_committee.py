@@ -31,12 +31,12 @@ from tinylm.committee import (
 )
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
-from tinylm.evaluate import Classifier, evaluate_model
-from tinylm.finetune import pad_batch
+from tinylm.inference.evaluate import Classifier, evaluate_model
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
-from tinylm.pretrain import mask_tokens
 from tinylm.tokenizer import load_tokenizer
-from tinylm.training import LoopConfig, make_optimizer, train_step
+from tinylm.train.finetune import pad_batch
+from tinylm.train.loop import LoopConfig, make_optimizer, train_step
+from tinylm.train.pretrain import mask_tokens
 
 ATOL = 1e-5
 N = 4

@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from tinylm.cli import main
 from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, ModelConfig, PretrainConfig
 from tinylm.data import load_task
-from tinylm.demo import DEMO_DATA
-from tinylm.distill_config import DistillConfig
-from tinylm.finetune import finetune
-from tinylm.pretrain import pretrain
-from tinylm.recipes.committee import COMMITTEE_SCALES, CommitteeScale
-from tinylm.recipes.scales import SCALES, Scale
-from tinylm.training import LoopConfig, train_loop
+from tinylm.experiments.committee import COMMITTEE_SCALES, CommitteeScale
+from tinylm.experiments.demo import DEMO_DATA
+from tinylm.experiments.scales import SCALES, Scale
+from tinylm.train.distill_config import DistillConfig
+from tinylm.train.finetune import finetune
+from tinylm.train.loop import LoopConfig, train_loop
+from tinylm.train.pretrain import pretrain
 
 NOT_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 

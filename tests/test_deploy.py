@@ -16,12 +16,12 @@ from tinylm.cli import main
 from tinylm.committee import load_committee
 from tinylm.config import replace
 from tinylm.data import load_task
-from tinylm.deploy_report import frontier, int8_finding, student_finding
-from tinylm.evaluate import Classifier, evaluate_model
-from tinylm.recipes import deploy as recipe
-from tinylm.recipes.committee import CommitteeScale, reproduce_committee
-from tinylm.recipes.deploy import RUNTIMES, DeployScale, reproduce_deploy
-from tinylm.recipes.scales import SCALES
+from tinylm.experiments import deploy as recipe
+from tinylm.experiments.committee import CommitteeScale, reproduce_committee
+from tinylm.experiments.deploy import RUNTIMES, DeployScale, reproduce_deploy
+from tinylm.experiments.scales import SCALES
+from tinylm.inference.evaluate import Classifier, evaluate_model
+from tinylm.reports.deploy import frontier, int8_finding, student_finding
 
 COMMITTEE = CommitteeScale(
     name="tiny", members=2, member_model="cpu-1", deep_model="cpu-6",

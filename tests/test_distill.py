@@ -24,10 +24,18 @@ from torch import nn
 from tinylm.checkpoint import load_model
 from tinylm.cli import main
 from tinylm.committee import load_committee, predict_member_proba, soft_vote
-from tinylm.committee_train import finetune_committee, pretrain_committee
+from tinylm.committee.train import finetune_committee, pretrain_committee
 from tinylm.config import replace
 from tinylm.data import DataError, load_task
-from tinylm.distill import (
+from tinylm.experiments.scales import SCALES
+from tinylm.inference.evaluate import predict_proba
+from tinylm.inference.onnx import INT8_FILE, export_onnx
+from tinylm.inference.predictor import Predictor
+from tinylm.model import IGNORE_INDEX, ModelOutput
+from tinylm.serving.app import create_app
+from tinylm.serving.server import running
+from tinylm.tokenizer import load_tokenizer
+from tinylm.train.distill import (
     DistillationLoss,
     DistillConfig,
     build_student,
@@ -36,14 +44,6 @@ from tinylm.distill import (
     task_config,
     unlabeled_texts,
 )
-from tinylm.evaluate import predict_proba
-from tinylm.inference import Predictor
-from tinylm.model import IGNORE_INDEX, ModelOutput
-from tinylm.onnx_export import INT8_FILE, export_onnx
-from tinylm.recipes.scales import SCALES
-from tinylm.serving.app import create_app
-from tinylm.serving.server import running
-from tinylm.tokenizer import load_tokenizer
 
 TRAIN_PER_LABEL, TEST_PER_LABEL = 16, 10
 

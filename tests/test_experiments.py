@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tinylm.config import MODEL_PRESETS, replace
-from tinylm.recipes import runs as runs_module
-from tinylm.recipes.paper_experiments import EXPERIMENTS, reproduce
-from tinylm.recipes.scales import SCALES, Scale
+from tinylm.experiments import run_cache as runs_module
+from tinylm.experiments.paper import EXPERIMENTS, reproduce
+from tinylm.experiments.scales import SCALES, Scale
 
 TINY = Scale(
     name="tiny",
@@ -51,14 +51,14 @@ def test_tiny_sweep_writes_results_report_and_plots_then_reuses_every_run(tmp_pa
     assert again["records"] == first["records"]
 
     # Extending the sweep with a third seed trains only that seed's runs.
-    import tinylm.finetune
-    import tinylm.pretrain
+    import tinylm.train.finetune
+    import tinylm.train.pretrain
 
     calls: list[str] = []
     monkeypatch.setattr(runs_module, "pretrain",
-                        lambda *a, **k: calls.append("pretrain") or tinylm.pretrain.pretrain(*a, **k))
+                        lambda *a, **k: calls.append("pretrain") or tinylm.train.pretrain.pretrain(*a, **k))
     monkeypatch.setattr(runs_module, "finetune",
-                        lambda *a, **k: calls.append("finetune") or tinylm.finetune.finetune(*a, **k))
+                        lambda *a, **k: calls.append("finetune") or tinylm.train.finetune.finetune(*a, **k))
     reproduce(("gap",), TINY, out, seeds=3, tasks=("ag_news",), root=data_root)
     assert calls == ["pretrain", "finetune", "finetune"]  # seed 44: its model, fine-tuned and its scratch twin
 
@@ -108,7 +108,7 @@ def test_cpu_scale_covers_every_task_and_keeps_the_paper_design() -> None:
 
 
 def test_curve_fine_tunes_every_snapshot_and_reuses_experiment_one(tmp_path, data_root) -> None:
-    from tinylm.recipes.curve import reproduce_curve
+    from tinylm.experiments.curve import reproduce_curve
 
     scale = replace(TINY, pretrain=replace(TINY.pretrain, snapshots=2, epochs=2), seeds=1)
     runs = tmp_path / "runs"
@@ -130,7 +130,7 @@ def test_curve_fine_tunes_every_snapshot_and_reuses_experiment_one(tmp_path, dat
 
 
 def test_arms_push_overlap_apart_at_one_size(tmp_path, data_root) -> None:
-    from tinylm.recipes.overlap_arms import reproduce_arms
+    from tinylm.experiments.overlap_arms import reproduce_arms
 
     scale = replace(TINY, seeds=1)
     result = reproduce_arms(scale, tmp_path / "arms", tasks=("ag_news",), root=data_root)

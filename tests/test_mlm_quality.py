@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from tinylm.config import PRETRAIN_PRESETS, replace
-from tinylm.mlm_quality import (
+from tinylm.model import ModelOutput
+from tinylm.tokenizer import load_tokenizer
+from tinylm.train.mlm_quality import (
     EVAL_MASK_PROB,
     heldout_count,
     heldout_texts,
@@ -19,9 +21,7 @@ from tinylm.mlm_quality import (
     quality_or_reason,
     unigram_log_probs,
 )
-from tinylm.model import ModelOutput
-from tinylm.pretrain import encode_cached, pretrain, snapshot_steps, snapshots
-from tinylm.tokenizer import load_tokenizer
+from tinylm.train.pretrain import encode_cached, pretrain, snapshot_steps, snapshots
 
 
 class UnigramModel(nn.Module):

@@ -21,14 +21,14 @@ from tinylm.cli import main
 from tinylm.committee import Committee, save_committee
 from tinylm.config import FINETUNE_PRESETS, replace
 from tinylm.data import load_task
-from tinylm.demo import DEMO_DATA
-from tinylm.evaluate import predict_proba
-from tinylm.finetune import finetune
-from tinylm.inference import Predictor
-from tinylm.onnx_export import ACCURACY_TOLERANCE, PARITY_TOLERANCE, export_onnx, report_path
+from tinylm.experiments.demo import DEMO_DATA
+from tinylm.inference.evaluate import predict_proba
+from tinylm.inference.onnx import ACCURACY_TOLERANCE, PARITY_TOLERANCE, export_onnx, report_path
+from tinylm.inference.predictor import Predictor
 from tinylm.serving.app import create_app
 from tinylm.serving.server import running
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.finetune import finetune
 
 SEEDS = (1, 2, 3)
 
@@ -183,7 +183,7 @@ def test_an_int8_graph_that_loses_accuracy_is_refused(members, tmp_path, monkeyp
     model's accuracy above chance: the export refuses it and leaves no graph behind."""
     import torch
 
-    import tinylm.onnx_export as onnx_export
+    import tinylm.inference.onnx as onnx_export
 
     class AlwaysFirst(torch.nn.Module):
         def forward(self, input_ids, attention_mask):

@@ -1,4 +1,4 @@
-"""tinylm.overlap on toy corpora whose overlap fractions are worked out by hand."""
+"""tinylm.analysis.overlap on toy corpora whose overlap fractions are worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinylm.overlap import (
+from tinylm.analysis.overlap import (
     OVERLAP_MEASURES,
     count_ids,
     count_tokens,

@@ -1,4 +1,5 @@
-"""tinylm.stats and tinylm.report: multi-seed intervals, and reports rendered from a stored results.json."""
+"""tinylm.analysis.stats and tinylm.reports.experiments: multi-seed intervals, and reports rendered from a stored
+results.json."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import matplotlib.image
 import pytest
 from scipy import stats
 
-from tinylm.report import load_records, render_report
-from tinylm.stats import mean_ci, paired_gap
+from tinylm.analysis.stats import mean_ci, paired_gap
+from tinylm.reports.experiments import load_records, render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T975_2 = 4.302652729749462  # t quantile 0.975 with 2 degrees of freedom (3 seeds)
@@ -193,7 +194,7 @@ def test_load_records_checks_its_input(tmp_path: Path) -> None:
 
 
 def test_compute_counts_each_run_once_even_when_experiments_share_it() -> None:
-    from tinylm.report import _compute_text
+    from tinylm.reports.experiments import _compute_text
 
     shared = {"runs": {"pretrain": "pretrain-a", "finetune": "finetune-b", "scratch": "finetune-c"},
               "timings": {"pretrain": 3600.0, "finetune": 360.0, "scratch": 360.0}}

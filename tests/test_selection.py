@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from tinylm.analysis.gap_fit import GapFit, fit_gap_on_overlap, load_fit
+from tinylm.analysis.overlap import OVERLAP_MEASURES, overlap_report
+from tinylm.analysis.selection import SELECTION_MEASURES, count_matrix, greedy_select, objective
 from tinylm.config import replace
 from tinylm.data import Example, TaskData, load_articles, read_articles
-from tinylm.overlap import OVERLAP_MEASURES, overlap_report
-from tinylm.prediction import GapFit, fit_gap_on_overlap, load_fit
-from tinylm.selection import SELECTION_MEASURES, count_matrix, greedy_select, objective
 from tinylm.tokenizer import from_vocab_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def toy_pool(tmp_path: Path):
 
 
 def test_choose_and_write_a_subset_that_pretraining_reads(toy_pool, tmp_path: Path) -> None:
-    from tinylm.recipes.selection import Pool, choose_subset, write_subset
+    from tinylm.experiments.selection import Pool, choose_subset, write_subset
 
     tokenizer, root = toy_pool
     task = TaskData("toy", ["money", "sport"], train=[Example("stocks fell rates", 0), Example("rates rates", 0)],
@@ -220,7 +220,7 @@ def test_prediction_interval_matches_the_matrix_formula() -> None:
 def test_estimate_random_subset_reproduces_a_stored_point(full_data_root) -> None:
     """The experiments' random 2,000-article subset of the full Wikipedia file: estimate measures the stored overlap
     and reads the fit's line."""
-    from tinylm.recipes.selection import estimate
+    from tinylm.experiments.selection import estimate
 
     stored = next(r for r in json.loads(STORED.read_text())["records"]
                   if r["experiment"] == "overlap" and r["task"] == "ag_news" and r["articles"] == 2000)
@@ -238,9 +238,9 @@ def test_estimate_random_subset_reproduces_a_stored_point(full_data_root) -> Non
 
 
 def test_tiny_selection_sweep_writes_a_report_and_reuses_its_runs(tmp_path, data_root, monkeypatch) -> None:
-    from tinylm.recipes import runs as runs_module
-    from tinylm.recipes.scales import SCALES, Scale
-    from tinylm.recipes.selection import reproduce_selection
+    from tinylm.experiments import run_cache as runs_module
+    from tinylm.experiments.scales import SCALES, Scale
+    from tinylm.experiments.selection import reproduce_selection
 
     tiny = Scale(name="tiny", sizes=(24,), samples={"ag_news": (6, 4)}, seeds=2,
                  pretrain=replace(SCALES["cpu"].pretrain, epochs=1, seq_len=32),

@@ -27,9 +27,9 @@ from tinylm.checkpoint import save_model
 from tinylm.committee import Committee, save_committee
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
-from tinylm.demo import DEMO_DATA
-from tinylm.evaluate import Classifier
-from tinylm.inference import Predictor
+from tinylm.experiments.demo import DEMO_DATA
+from tinylm.inference.evaluate import Classifier
+from tinylm.inference.predictor import Predictor
 from tinylm.model import BertForClassification
 from tinylm.serving.app import create_app
 from tinylm.serving.batcher import MicroBatcher, Overloaded, Stopped

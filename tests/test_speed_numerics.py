@@ -26,10 +26,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from tinylm.config import MODEL_PRESETS, PretrainConfig, replace
 from tinylm.data import load_articles
 from tinylm.model import BertForMLM
-from tinylm.pretrain import MLMBatches, encode_texts
 from tinylm.runtime import step_seed
 from tinylm.tokenizer import load_tokenizer
-from tinylm.training import LoopConfig, make_optimizer, train_step
+from tinylm.train.loop import LoopConfig, make_optimizer, train_step
+from tinylm.train.pretrain import MLMBatches, encode_texts
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 CPU = torch.device("cpu")

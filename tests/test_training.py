@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from tinylm.checkpoint import load_model
 from tinylm.config import FinetuneConfig, PretrainConfig
-from tinylm.finetune import ClassificationBatches, finetune
 from tinylm.model import IGNORE_INDEX
-from tinylm.pretrain import mask_tokens, pretrain
-from tinylm.training import LoopConfig, lr_at
+from tinylm.train.finetune import ClassificationBatches, finetune
+from tinylm.train.loop import LoopConfig, lr_at
+from tinylm.train.pretrain import mask_tokens, pretrain
 
 TINY_PRETRAIN = PretrainConfig(
     model="demo", tokenizer="train", articles=96, seq_len=64, epochs=2, batch_size=16, lr=1e-3,

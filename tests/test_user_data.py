@@ -254,8 +254,8 @@ def test_example_model_answers_with_the_files_labels(example_run: Path, capsys: 
     assert json.loads(capsys.readouterr().out)["label"] in {"1", "2", "3", "4"}
 
     # what `tinylm serve` answers with, on either runtime
-    from tinylm.inference import Predictor
-    from tinylm.onnx_export import export_onnx
+    from tinylm.inference.onnx import export_onnx
+    from tinylm.inference.predictor import Predictor
 
     export_onnx(example_run, check_texts=["Rates rose.", "The match was won late."])
     for runtime in ("torch", "onnx"):
@@ -304,7 +304,7 @@ def test_a_wikipedia_file_as_corpus_gives_the_articles_wikipedia_runs_train_on()
     """The corpus path samples and windows as the Wikipedia path does: the shipped articles file as --corpus
     yields the very texts `pretrain --data` takes from it."""
     from tinylm.data import load_articles
-    from tinylm.demo import DEMO_DATA
+    from tinylm.experiments.demo import DEMO_DATA
 
     corpus = str(DEMO_DATA / "wikipedia" / "articles.jsonl.gz")
     assert load_corpus(corpus, 50, seed=7) == [a.text for a in load_articles(50, seed=7, root=DEMO_DATA)]

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from tinylm.config import MODEL_PRESETS, replace
-from tinylm.recipes.committee import COMMITTEE_SCALES, CommitteeScale
-from tinylm.recipes.scales import SCALES, Scale
+from tinylm.experiments.committee import COMMITTEE_SCALES, CommitteeScale
+from tinylm.experiments.scales import SCALES, Scale
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 PRESETS = {
@@ -74,7 +74,7 @@ def install() -> None:
 
 def stop_first_run_after(steps: int) -> None:
     """Interrupt the first training run after `steps` steps, as a kill would (checkpoints stay as written)."""
-    import tinylm.training as training
+    import tinylm.train.loop as training
 
     real = training.train_loop
 
@@ -82,7 +82,7 @@ def stop_first_run_after(steps: int) -> None:
         state = real(*args, **{**kwargs, "stop_after": steps})
         raise KeyboardInterrupt(f"stopped after step {state.step}")
 
-    for name in ("tinylm.pretrain", "tinylm.finetune", "tinylm.committee_train"):
+    for name in ("tinylm.train.pretrain", "tinylm.train.finetune", "tinylm.committee.train"):
         importlib.import_module(name).train_loop = loop  # the name each recipe calls
 
 

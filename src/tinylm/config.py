@@ -286,7 +286,7 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
         weight_decay=0.01, schedule="epoch", grad_clip=0.0, save_every=2000,
     ),
     "cpu": PretrainConfig(model="cpu-1", tokenizer="train", articles=4000, epochs=4, lr=1e-3, warmup_ratio=0.05),
-    # 11,500 of the demo sample's 12,000 openings: the other 500 are its held-out set (tinylm.mlm_quality).
+    # 11,500 of the demo sample's 12,000 openings: the other 500 are its held-out set (tinylm.train.mlm_quality).
     # 40 % masking: more MLM signal per step, which the short CPU budgets need (docs/cpu_scale.md).
     "demo": PretrainConfig(
         model="demo", tokenizer="train", articles=11_500, epochs=8, batch_size=32, lr=1e-3, warmup_ratio=0.05,

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import tinylm
-from tinylm.inference import Predictor
+from tinylm.inference.predictor import Predictor
 from tinylm.serving.batcher import MicroBatcher, Overloaded, Stopped
 from tinylm.serving.guard import RequestGuard
 from tinylm.serving.schemas import (

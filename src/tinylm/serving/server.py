@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from tinylm.inference import Predictor, RuntimeName
+from tinylm.inference.predictor import Predictor, RuntimeName
 from tinylm.runtime import configure_threads
 from tinylm.serving.app import create_app
 from tinylm.serving.settings import ServeSettings

@@ -1,0 +1,89 @@
+"""The deployment sub-commands of `tinylm` (kept here so cli.py only wires them in):
+
+    tinylm serve MODEL_DIR [--runtime torch|onnx] [--host 127.0.0.1] [--port 8000] [limits and batching flags]
+    tinylm export onnx MODEL_DIR [--out FILE] [--opset 17] [--tolerance 1e-5] [--check-texts FILE]
+                       [--quantize int8] [--accuracy-tolerance 0.5] [--task NAME] [--test-per-label N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+# The same names as tinylm.inference.predictor.RUNTIMES, spelled out so that building the parser imports no torch.
+RUNTIMES = ("torch", "onnx")
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="torch (default) or onnx (needs `tinylm export onnx MODEL_DIR` first)")
+    parser.add_argument("--onnx", default=None, help="the ONNX graph (default: MODEL_DIR/model.onnx)")
+
+
+def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
+    from tinylm.serving.settings import ServeSettings
+
+    s = sub.add_parser("serve", help="serve a fine-tuned model or committee over HTTP (POST /predict)")
+    s.add_argument("model", help="a fine-tuned model folder or committee folder (or its run folder)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    add_runtime_flags(s)
+    defaults = ServeSettings()
+    for f in dataclasses.fields(ServeSettings):
+        s.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(getattr(defaults, f.name)),
+                       default=getattr(defaults, f.name), help=f"(default {getattr(defaults, f.name)})")
+
+    x = sub.add_parser("export", help="export a model for other runtimes")
+    formats = x.add_subparsers(dest="format", required=True)
+    o = formats.add_parser("onnx", help="one ONNX graph (a committee too), checked against PyTorch")
+    o.add_argument("model", help="a fine-tuned model folder or committee folder (or its run folder)")
+    o.add_argument("--out", default=None, help="the .onnx file (default: MODEL_DIR/model.onnx)")
+    o.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    o.add_argument("--tolerance", type=float, default=None,
+                   help="largest allowed |p_torch - p_onnx| on the check texts (default 1e-5)")
+    o.add_argument("--check-texts", default=None,
+                   help="a file of texts, one a line, for the parity check (default: 64 shipped AG News texts)")
+    o.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8: ONNX Runtime's dynamic quantization of the checked graph (default file "
+                        "MODEL_DIR/model.int8.onnx)")
+    o.add_argument("--accuracy-tolerance", type=float, default=None,
+                   help="most test-accuracy points the graph may lose against PyTorch fp32 (default 0.5)")
+    o.add_argument("--task", default=None,
+                   help="the built-in task whose test sample measures accuracy (default: the one the model folder's "
+                        "fine-tuning config names)")
+    o.add_argument("--test-per-label", type=int, default=None, help="test examples per label (default: the stored "
+                                                                       "config's, or the task's paper sample)")
+
+
+def run_deploy(args: argparse.Namespace) -> None:
+    if args.command == "serve":
+        from tinylm.serving.server import serve
+        from tinylm.serving.settings import ServeSettings
+
+        settings = ServeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)})
+        serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+              onnx_path=args.onnx, settings=settings, access_log=args.access_log)
+    elif args.command == "export":
+        from tinylm.inference.onnx import ACCURACY_TOLERANCE, OPSET, PARITY_TOLERANCE, export_onnx, stored_test_sample
+        from tinylm.train.pretrain import model_folder
+
+        texts = None
+        if args.check_texts:
+            texts = [line.strip() for line in Path(args.check_texts).read_text().splitlines() if line.strip()]
+            if not texts:
+                raise ValueError(f"{args.check_texts}: no texts for the parity check")
+        task_data = None
+        if args.task or args.test_per_label:  # else export_onnx finds the sample the folder's config names
+            task_data = stored_test_sample(model_folder(args.model), args.data, args.task, args.test_per_label)
+        accuracy_tolerance = ACCURACY_TOLERANCE if args.accuracy_tolerance is None else args.accuracy_tolerance
+        report = export_onnx(args.model, args.out, opset=args.opset or OPSET, check_texts=texts,
+                             tolerance=args.tolerance if args.tolerance is not None else PARITY_TOLERANCE,
+                             quantize=args.quantize, accuracy_tolerance=accuracy_tolerance, task_data=task_data,
+                             root=args.data)
+        keys = ("onnx", "kind", "members", "labels", "quantize", "parity", "accuracy", "bytes", "seconds")
+        print(json.dumps({k: report[k] for k in keys}, indent=2))
+    else:
+        raise ValueError(f"not a deployment command: {args.command}")

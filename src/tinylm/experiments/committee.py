@@ -1,0 +1,197 @@
+"""`tinylm reproduce committee`: claim 4, a soft committee of shallow members against one deep model.
+
+For every seed: N members of the shallow preset are pre-trained together on the same Wikipedia subset
+(committee_train.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
+pre-trained and fine-tuned on the same data with the single-model recipes. Accuracy against committee size k
+uses the trained members themselves: the N members split into N/k disjoint groups of k, each group one
+committee of k (independently trained members, so the groups are independent committees). All runs are cached
+by config hash under OUT/runs, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinylm.checkpoint import write_json
+from tinylm.committee import hard_vote, soft_vote
+from tinylm.committee.train import finetune_committee, pretrain_committee
+from tinylm.config import FinetuneConfig, PretrainConfig, model_preset, replace
+from tinylm.data import load_task
+from tinylm.distributed import is_main_process
+from tinylm.experiments.paper import FIRST_SEED, machine_info, pretrain_quality, results_command
+from tinylm.experiments.run_cache import cached_finetune, cached_pretrain, run_dir
+from tinylm.experiments.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
+from tinylm.inference.evaluate import Classifier, predict_proba
+from tinylm.validation import TEXT, Allowed, each, instance_of, validate
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass
+class CommitteeScale:
+    """One scale of the committee experiment."""
+
+    name: str
+    members: int
+    member_model: str  # the shallow preset of every member
+    deep_model: str  # the deep model the committee is compared with
+    pretrain: PretrainConfig  # shared by both sides except `model`
+    finetune: FinetuneConfig
+    samples: dict[str, tuple[int, int]]  # task -> (train, test) per label
+    seeds: int
+    committee_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def rules(self) -> dict[str, Allowed]:
+        return {"name": TEXT, "members": COUNT, "member_model": model_preset(), "deep_model": model_preset(),
+                "pretrain": instance_of(PretrainConfig), "finetune": instance_of(FinetuneConfig),
+                "samples": TASK_SAMPLES, "seeds": COUNT, "committee_sizes": each(COUNT)}
+
+
+COMMITTEE_SCALES: dict[str, CommitteeScale] = {
+    # The paper: 32 BERT-1 against BERT-6, the experiments' paper recipe (90k articles, 50 + 50 epochs).
+    "paper": CommitteeScale(
+        name="paper", members=32, member_model="bert-1", deep_model="bert-6",
+        pretrain=SCALES["paper"].pretrain, finetune=SCALES["paper"].finetune, samples=SCALES["paper"].samples,
+        seeds=1,
+    ),
+    # CPU: the experiments' CPU recipe and shipped 4k vocabulary, 128-wide cpu-1 members against cpu-6, both
+    # pre-trained on the middle CPU size (12,000 articles x 4 epochs, 1,500 MLM steps each). 4 members, not 32:
+    # on 2 cores a member costs as much as a single model, and 32 of them at this budget do not fit the hour.
+    "cpu": CommitteeScale(
+        name="cpu", members=4, member_model="cpu-1", deep_model="cpu-6",
+        pretrain=replace(SCALES["cpu"].pretrain, articles=12_000, snapshots=0), finetune=SCALES["cpu"].finetune,
+        samples=SCALES["cpu"].samples, seeds=1, committee_sizes=(1, 2, 4),
+    ),
+}
+
+
+def reproduce_committee(
+    scale: CommitteeScale,
+    out: str | os.PathLike,
+    *,
+    seeds: int | None = None,
+    members: int | None = None,
+    tasks: tuple[str, ...] = TASK_ORDER,
+    root: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train (or re-use) every run, then write OUT/results.json and the report (committee_report)."""
+    from tinylm.reports.committee import render_committee_report
+
+    out, started = Path(out), time.perf_counter()
+    runs = out / "runs"
+    scale = replace(scale, members=members)  # checked like any scale; None keeps the scale's
+    n = scale.members
+    sizes = tuple(k for k in scale.committee_sizes if k <= n)
+    n_seeds = seeds or scale.seeds
+    task_data = {t: load_task(t, root, train_per_label=scale.samples[t][0], test_per_label=scale.samples[t][1],
+                              seed=scale.finetune.data_seed, source=scale.finetune.data_source) for t in tasks}
+    records = []
+    for seed in tqdm(range(FIRST_SEED, FIRST_SEED + n_seeds), desc=f"reproduce committee ({scale.name})",
+                     disable=not is_main_process(),
+                     unit="seed"):
+        shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
+        pre_dir = run_dir(runs, f"committee{n}-pretrain", shallow_pre)
+        if not (pre_dir / "summary.json").is_file():
+            pretrain_committee(shallow_pre, n, pre_dir, root=root, device=device)
+        deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
+        deep_dir = cached_pretrain(deep_pre, runs, root, device)
+        for task in tasks:
+            data = task_data[task]
+            ft = replace(scale.finetune, task=task, seed=seed, train_per_label=scale.samples[task][0],
+                         test_per_label=scale.samples[task][1])
+            shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
+            ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft)
+            if not (ft_dir / "metrics.json").is_file():
+                finetune_committee(shallow_ft, n, ft_dir, root=root, device=device, task_data=data)
+            committee_metrics = _read_json(ft_dir / "metrics.json")
+            deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, root, device, data)
+            # The deep model's scratch twin: did pre-training help the model the committee is compared with?
+            deep_scratch = cached_finetune(replace(ft, model=scale.deep_model, tokenizer=scale.pretrain.tokenizer),
+                                           runs, root, device, data)
+            deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
+            member_probs = np.load(ft_dir / "member_probs.npy")
+            labels = np.array([e.label for e in data.test])
+            records.append({
+                "task": task, "seed": seed, "members": n,
+                **committee_record(member_probs, labels, sizes),
+                "deep_accuracy": deep["accuracy"], "deep_scratch_accuracy": deep_scratch["accuracy"],
+                "quality": {"members": member_qualities(pre_dir), "deep": pretrain_quality(deep_dir)},
+                "committee_minus_deep": paired_bootstrap(soft_vote(member_probs).numpy(), deep_probs, labels,
+                                                         seed=seed),
+                "seconds": {"committee_pretrain": _read_json(pre_dir / "summary.json")["seconds"],
+                            "committee_finetune": committee_metrics["train_seconds"],
+                            "deep_pretrain": _read_json(deep_dir / "summary.json")["seconds"],
+                            "deep_finetune": deep["train_seconds"]},
+                "runs": {"committee_pretrain": pre_dir.name, "committee_finetune": ft_dir.name,
+                         "deep_pretrain": deep_dir.name, "deep_finetune": deep["run"]},
+                "pretrain_config": scale.pretrain.to_dict(), "finetune_config": ft.to_dict(),
+            })
+    results = {
+        "experiment": "committee",
+        "command": results_command(),
+        "scale": scale.name, "members": n, "member_model": scale.member_model, "deep_model": scale.deep_model,
+        "committee_sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
+        "pretrain_articles": scale.pretrain.articles, "samples_per_label": {t: scale.samples[t] for t in tasks},
+        "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1), "records": records,
+    }
+    if is_main_process():  # under torchrun every rank runs the sweep (the runs are shared); one writes the report
+        write_json(out / "results.json", results)
+        render_committee_report(results, out)
+    return results
+
+
+def committee_record(member_probs: np.ndarray, labels: np.ndarray, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Accuracies of the members and of every disjoint group of k consecutive members, soft and hard vote."""
+    n = member_probs.shape[0]
+    subsets: dict[str, dict[str, list[float]]] = {}
+    for k in sizes:
+        groups = [list(range(g * k, (g + 1) * k)) for g in range(n // k)]
+        subsets[str(k)] = {
+            "soft": [float((soft_vote(member_probs, g).argmax(-1).numpy() == labels).mean()) for g in groups],
+            "hard": [float((hard_vote(member_probs, g).numpy() == labels).mean()) for g in groups],
+        }
+    return {"member_accuracies": [float((p.argmax(-1) == labels).mean()) for p in member_probs],
+            "subsets": subsets}
+
+
+def paired_bootstrap(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, *, seed: int,
+                     samples: int = BOOTSTRAP_SAMPLES, confidence: float = 0.95) -> dict[str, float]:
+    """Accuracy of a minus accuracy of b on the same test texts, with a paired bootstrap interval over texts:
+    how much of the difference the test sample alone could produce (the trained models held fixed)."""
+    right_a = probs_a.argmax(-1) == labels
+    right_b = probs_b.argmax(-1) == labels
+    diff = right_a.astype(float) - right_b.astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    boot = diff[idx].mean(1)
+    tail = (1 - confidence) / 2
+    return {"difference": float(diff.mean()), "low": float(np.quantile(boot, tail)),
+            "high": float(np.quantile(boot, 1 - tail)), "samples": samples}
+
+
+def member_qualities(pre_dir: Path) -> list[dict[str, Any]]:
+    """Each committee member's held-out MLM quality, as pretrain_quality gives a single model's."""
+    qualities = _read_json(pre_dir / "summary.json").get("member_quality") or []
+    keep = ("mlm_loss", "mlm_accuracy", "unigram_loss", "unigram_accuracy")
+    return [{**{k: q[k] for k in keep}, "cloze_top5": q["cloze"]["top5"]} for q in qualities if "mlm_accuracy" in q]
+
+
+def _deep_probs(run: Path, texts: list[str], precision: Any) -> np.ndarray:
+    clf = Classifier.load(run / "model")
+    return predict_proba(clf.model, clf.tokenizer, texts, precision=precision)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,241 @@
+"""MLM pre-training: Wikipedia openings -> token ids (cached) -> masked batches -> the shared training loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerFast
+
+from tinylm.checkpoint import save_model, write_json
+from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
+from tinylm.data import load_articles
+from tinylm.data.corpus import load_corpus
+from tinylm.data.paths import cache_dir
+from tinylm.data.user_files import content_hash
+from tinylm.distributed import World, barrier, init_distributed, main_first
+from tinylm.model import IGNORE_INDEX, BertForMLM
+from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.tokenizer import load_tokenizer, train_wordpiece
+from tinylm.train.loop import Batch, LoopConfig, train_loop
+from tinylm.train.mlm_quality import quality_or_reason
+from tinylm.validation import validate
+
+SNAPSHOTS = "snapshots"
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """Token ids of each text's first `max_length` tokens ([CLS] ... [SEP]), right-padded, as int32."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length")
+    return np.asarray(enc["input_ids"], dtype=np.int32)
+
+
+def encode_cached(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """encode_texts, cached on disk by (vocabulary, texts, length) so repeated runs skip tokenisation."""
+    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(str(max_length).encode())
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    path = cache_dir() / f"tokens-{h.hexdigest()[:20]}.npy"
+    if path.is_file():
+        return np.load(path)
+    ids = encode_texts(tokenizer, texts, max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ids)
+    os.replace(tmp, path)
+    return ids
+
+
+def mask_tokens(
+    ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, prob: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking: pick `prob` of the non-special tokens; of those 80 % -> [MASK], 10 % random, 10 % kept."""
+    labels = ids.clone()
+    chosen = (torch.rand(ids.shape, generator=gen) < prob) & ~special
+    labels[~chosen] = IGNORE_INDEX
+    roll = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = mask_id
+    randomise = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[randomise] = torch.randint(vocab_size, ids.shape, generator=gen)[randomise]
+    return inputs, labels
+
+
+class MLMBatches(Sequence[Batch]):
+    """The masked batches of one epoch, built on demand; batch i depends only on (seed, epoch, i)."""
+
+    def __init__(self, ids: np.ndarray, tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig, epoch: int):
+        self.ids = ids
+        self.cfg = cfg
+        self.epoch = epoch
+        self.order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ids))
+        self.pad_id = tokenizer.pad_token_id
+        self.mask_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.special_ids = torch.tensor(tokenizer.all_special_ids)
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.cfg.batch_size)
+
+    def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rows = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
+        ids = torch.from_numpy(self.ids[rows]).long()
+        attention_mask = ids != self.pad_id
+        ids = ids[:, : int(attention_mask.sum(1).max())]  # trim columns that are padding in every row
+        attention_mask = attention_mask[:, : ids.shape[1]]
+        seed = np.random.SeedSequence([self.cfg.seed, self.epoch, i]).generate_state(1, np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(seed) % 2**63)
+        special = torch.isin(ids, self.special_ids)
+        inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, self.cfg.mask_prob, gen)
+        return {"input_ids": inputs, "attention_mask": attention_mask.long(), "labels": labels}
+
+
+def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, out: Path, root: Any):
+    """The run's tokenizer, saved under out/tokenizer so a resumed run uses the very same vocabulary."""
+    saved = out / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    tok = pretraining_tokenizer(cfg, texts, vocab_size, root)
+    tok.save_pretrained(str(saved))
+    return tok
+
+
+def pretraining_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, root: Any):
+    """The tokenizer cfg names: a WordPiece trained on the texts (cached by content, so `tinylm overlap` measures
+    with the very vocabulary a pre-training on the same texts trains), or a named or saved one."""
+    if cfg.tokenizer == "train":
+        return train_wordpiece(texts, vocab_size=vocab_size, max_length=cfg.seq_len)
+    return load_tokenizer(cfg.tokenizer, root)
+
+
+def pretraining_texts(cfg: PretrainConfig, root: str | os.PathLike | None) -> list[str]:
+    """The documents a run trains on (the first seq_len tokens of each): cfg.articles documents of the user's
+    corpus when it names one, else cfg.articles Wikipedia articles."""
+    if cfg.corpus:
+        return load_corpus(cfg.corpus, cfg.articles, seed=cfg.data_seed, text_field=cfg.text_field)
+    return [a.text for a in load_articles(cfg.articles, seed=cfg.data_seed, root=root, source=cfg.data_source)]
+
+
+def prepare_pretraining(
+    cfg: PretrainConfig, out: Path, root: str | os.PathLike | None, world: World, config_record: dict[str, Any]
+) -> tuple[list[Any], PreTrainedTokenizerFast, np.ndarray, Any]:
+    """What every MLM pre-training (one model or a committee) starts from: the texts (pretraining_texts), the run's
+    tokenizer, the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
+    # Read and check all input before anything is written, so bad data leaves no partial run behind.
+    validate(cfg)  # again: a config's fields can be set after it was built (and checked)
+    texts = pretraining_texts(cfg, root)
+    base = resolve_model_config(cfg.model)
+    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        write_json(out / "pretrain_config.json", config_record)
+    with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
+        tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
+        ids = encode_cached(tokenizer, texts, cfg.seq_len)
+    model_cfg = replace(base, vocab_size=len(tokenizer))  # (PretrainConfig checked seq_len against its positions)
+    return texts, tokenizer, ids, model_cfg
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict.
+
+    Under torchrun every rank calls this with the same arguments: the run is data-parallel over the ranks
+    (training.train_loop), rank 0 writes the run folder, and every rank returns once the model is saved.
+    """
+    configure_threads()
+    dev = pick_device(device)
+    world = init_distributed(dev)
+    out = Path(out)
+    articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world, cfg.to_dict())
+
+    seed_everything(cfg.seed)
+    model = BertForMLM(model_cfg)
+    loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
+    meta = {"recipe": "pretrain", "config": config_hash(cfg)}
+    if cfg.corpus:  # the user's corpus may change under the same name: resume only on the same documents
+        meta["data"] = content_hash(articles)
+    epoch_batches = lambda e: MLMBatches(ids, tokenizer, cfg, e)  # noqa: E731
+    keep = snapshot_steps(cfg.epochs * len(epoch_batches(0)), cfg.snapshots)
+
+    def after_step(state: Any) -> None:
+        if state.step in keep and world.is_main:
+            quality = _quality(model, tokenizer, ids, cfg, root)
+            save_model(model, out / SNAPSHOTS / f"step-{state.step}", tokenizer,
+                       extra={"pretrain": cfg.to_dict(), "step": state.step, "quality": quality})
+
+    state = train_loop(
+        model, epoch_batches, loop, out, dev, meta, stop_after=stop_after, world=world, compile=cfg.compile,
+        after_step=after_step if keep else None,
+    )
+    summary = {
+        "steps": state.step,
+        "epochs_done": state.epoch,
+        "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
+        "tokens": state.tokens,
+        "seconds": round(state.seconds, 2),
+        "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
+        "articles": len(articles),
+        "vocab_size": len(tokenizer),
+        "device": str(dev),
+        "processes": world.size,
+    }
+    if state.epoch >= cfg.epochs and world.is_main:
+        summary["quality"] = _quality(model, tokenizer, ids, cfg, root)
+        save_model(model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
+        write_json(out / "summary.json", summary)
+    barrier(world)  # every rank returns with the run folder complete (a sweep's next run reads it)
+    return summary
+
+
+def _quality(model: BertForMLM, tokenizer: PreTrainedTokenizerFast, ids: np.ndarray, cfg: PretrainConfig,
+             root: str | os.PathLike | None) -> dict[str, Any]:
+    """mlm_quality.quality_or_reason for a Wikipedia run; its held-out openings are Wikipedia's, so a run on the
+    user's corpus is not scored on them."""
+    if cfg.corpus:
+        return {"skipped": "the held-out openings are Wikipedia's; not measured for a --corpus run"}
+    return quality_or_reason(model, tokenizer, ids, len(ids), cfg.seq_len, root=root, data_seed=cfg.data_seed,
+                             source=cfg.data_source, encode=encode_cached)
+
+
+def snapshot_steps(total_steps: int, count: int) -> set[int]:
+    """The steps T/2, T/4, ..., T/2^count of a T-step run (rounded; duplicates and step 0 dropped)."""
+    return {round(total_steps / 2**k) for k in range(1, count + 1)} - {0}
+
+
+def snapshots(run: str | os.PathLike) -> dict[int, Path]:
+    """A pre-training run's saved snapshots by step, its final model included."""
+    run = Path(run)
+    found = {int(p.name.removeprefix("step-")): p for p in (run / SNAPSHOTS).glob("step-*") if p.is_dir()}
+    summary = run / "summary.json"
+    if summary.is_file():
+        found[int(load_summary(run)["steps"])] = run / "model"
+    return dict(sorted(found.items()))
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """A run folder's model/ subfolder, or the folder itself when it is a model folder."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
+def load_summary(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(path) / "summary.json").read_text())
