@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import tinylm.committee
+import tinylm.committee.model
 import tinylm.model
 
 
@@ -58,7 +58,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: f
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p if training else 0.0)
 
 
-_MODULES = (tinylm.model, tinylm.committee)
+_MODULES = (tinylm.model, tinylm.committee.model)
 
 
 @contextlib.contextmanager

@@ -21,10 +21,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from eager_baseline import baseline
+from tinylm.data.encoding import encode_texts
 from tinylm.model import BertForMLM
-from tinylm.runtime import configure_threads, effective_precision, step_seed
-from tinylm.train.loop import make_optimizer, train_step, tune_cpu_allocator
-from tinylm.train.pretrain import MLMBatches, encode_texts
+from tinylm.runtime import configure_threads, effective_precision, step_seed, tune_cpu_allocator
+from tinylm.train.loop import make_optimizer, train_step
+from tinylm.train.pretrain import MLMBatches
 from train_speed import DEVICE, SETUPS, bench_loop, make_setup
 
 CLASSES: dict[str, tuple[str, ...]] = {

@@ -78,13 +78,14 @@ from tinylm.config import (
     replace,
 )
 from tinylm.data import load_articles, load_task
+from tinylm.data.encoding import encode_texts
 from tinylm.inference.evaluate import predict_proba
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
-from tinylm.runtime import configure_threads, effective_precision, seed_everything, step_seed
+from tinylm.runtime import configure_threads, effective_precision, seed_everything, step_seed, tune_cpu_allocator
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.train.finetune import ClassificationBatches, encode_examples
-from tinylm.train.loop import Batch, LoopConfig, make_optimizer, train_step, tune_cpu_allocator
-from tinylm.train.pretrain import MLMBatches, encode_texts
+from tinylm.train.loop import Batch, LoopConfig, make_optimizer, train_step
+from tinylm.train.pretrain import MLMBatches
 
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 DEVICE = torch.device("cpu")
@@ -677,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="time steps and the peak in this thread's CPU time instead of wall time: on a busy machine "
                         "it leaves out the time other processes hold the core (1 thread only: TINYLM_THREADS=1)")
     p.add_argument("--no-tune-malloc", action="store_true",
-                   help="skip tinylm's allocator setting (tinylm.train.loop.tune_cpu_allocator, process-wide: "
+                   help="skip tinylm's allocator setting (tinylm.runtime.tune_cpu_allocator, process-wide: "
                         "it applies to both sides)")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: TINYLM_DATA or ../shared/data)")
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -36,7 +36,7 @@ import torch
 
 from tinylm.config import MODEL_PRESETS, ModelConfig, replace
 from tinylm.experiments.committee import COMMITTEE_SCALES
-from tinylm.experiments.paper import FIRST_SEED
+from tinylm.experiments.pairs import FIRST_SEED
 from tinylm.experiments.scales import SCALES, TASK_ORDER
 from tinylm.model import BertForClassification, BertForMLM, count_parameters
 

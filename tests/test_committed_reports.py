@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tinylm.experiments.curve import render_curve_report
-from tinylm.experiments.overlap_arms import render_arms_report
 from tinylm.experiments.paper import PAPER_NUMBERS
+from tinylm.reports.arms import render_arms_report
 from tinylm.reports.committee import render_committee_report
+from tinylm.reports.curve import render_curve_report
 from tinylm.reports.deploy import render_deploy_report
 from tinylm.reports.experiments import render_report
 from tinylm.reports.selection import render_selection_report

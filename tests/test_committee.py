@@ -17,21 +17,21 @@ from transformers import AutoModelForSequenceClassification
 from tinylm.checkpoint import load_model
 from tinylm.committee import (
     Committee,
-    SoftVote,
     clip_grad_norm_per_member_,
     committee_train_step,
     extract_member,
     hard_vote,
     load_committee,
     make_committee_optimizer,
-    predict_member_proba,
     save_committee,
     soft_vote,
     stack_member_batches,
 )
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
-from tinylm.inference.evaluate import Classifier, evaluate_model
+from tinylm.inference.classify import predict_member_proba
+from tinylm.inference.evaluate import evaluate_model
+from tinylm.inference.predictor import Predictor, ProbabilityGraph
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.finetune import pad_batch
@@ -331,14 +331,14 @@ def test_mlm_committee_round_trip(tmp_path) -> None:
         torch.testing.assert_close(load_model(tmp_path / "m1")(ids).logits, committee(ids).logits[1], atol=ATOL,
                                    rtol=0)
     with pytest.raises(ValueError):
-        SoftVote(loaded)
+        ProbabilityGraph(loaded)
 
 
 def test_classifier_load_predicts_with_a_committee_folder(tmp_path, tokenizer, task) -> None:
     cfg = tiny()
     committee = Committee.init(cfg, N, num_labels=task.num_labels).eval()
     save_committee(committee, tmp_path / "run" / "model", tokenizer, task.label_names)
-    clf = Classifier.load(tmp_path / "run", device="cpu")  # a run folder, as `tinylm predict` gets it
+    clf = Predictor.load(tmp_path / "run", device="cpu")  # a run folder, as `tinylm predict` gets it
     texts = [e.text for e in task.test[:7]]
     preds = clf.predict(texts)
     member_probs = predict_member_proba(committee, tokenizer, texts)

@@ -20,7 +20,8 @@ from tinylm.experiments import deploy as recipe
 from tinylm.experiments.committee import CommitteeScale, reproduce_committee
 from tinylm.experiments.deploy import RUNTIMES, DeployScale, reproduce_deploy
 from tinylm.experiments.scales import SCALES
-from tinylm.inference.evaluate import Classifier, evaluate_model
+from tinylm.inference.evaluate import evaluate_model
+from tinylm.inference.predictor import Predictor
 from tinylm.reports.deploy import frontier, int8_finding, student_finding
 
 COMMITTEE = CommitteeScale(
@@ -61,7 +62,7 @@ def test_every_system_and_runtime_is_a_row_with_accuracy_and_latency(deployed, c
     # Accuracy is the committee run's own test sample, in fp32: the torch rows are what `evaluate` computes.
     test = load_task("ag_news", data_root, train_per_label=0, test_per_label=10, seed=42)
     for system in ("deep", "committee-2", "student"):
-        clf = Classifier.load(_folder(results, out, committee_run, system))
+        clf = Predictor.load(_folder(results, out, committee_run, system))
         expected = evaluate_model(clf.model, clf.tokenizer, test.test, test.label_names)["accuracy"]
         assert rows[system]["accuracy"] == pytest.approx(expected)
         assert rows[system + "-onnx"]["accuracy"] == rows[system]["accuracy"]  # fp32 graphs: same answers

@@ -23,12 +23,12 @@ from torch import nn
 
 from tinylm.checkpoint import load_model
 from tinylm.cli import main
-from tinylm.committee import load_committee, predict_member_proba, soft_vote
+from tinylm.committee import load_committee, soft_vote
 from tinylm.committee.train import finetune_committee, pretrain_committee
 from tinylm.config import replace
 from tinylm.data import DataError, load_task
 from tinylm.experiments.scales import SCALES
-from tinylm.inference.evaluate import predict_proba
+from tinylm.inference.classify import predict_member_proba, predict_proba
 from tinylm.inference.onnx import INT8_FILE, export_onnx
 from tinylm.inference.predictor import Predictor
 from tinylm.model import IGNORE_INDEX, ModelOutput

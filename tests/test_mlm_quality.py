@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tinylm.config import PRETRAIN_PRESETS, replace
+from tinylm.data.encoding import encode_cached
 from tinylm.model import ModelOutput
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.mlm_quality import (
@@ -21,7 +22,7 @@ from tinylm.train.mlm_quality import (
     quality_or_reason,
     unigram_log_probs,
 )
-from tinylm.train.pretrain import encode_cached, pretrain, snapshot_steps, snapshots
+from tinylm.train.pretrain import pretrain, snapshot_steps, snapshots
 
 
 class UnigramModel(nn.Module):
@@ -75,7 +76,7 @@ def test_heldout_set_is_the_tail_of_the_permutation_and_overlapping_subsets_are_
     texts, pool = heldout_texts(data_root)
     assert len(texts) == heldout_count(pool) == pool // 10  # the 400-article sample holds out a tenth
     tok = load_tokenizer("tinylm-wiki-4k")
-    kwargs = dict(root=data_root, data_seed=42, encode=encode_cached)
+    kwargs = dict(root=data_root, data_seed=42)
     skipped = quality_or_reason(nn.Linear(1, 1), tok, np.zeros((1, 4), int), pool, 64, source="local", **kwargs)
     assert "held out" in skipped["skipped"]
     hub = quality_or_reason(nn.Linear(1, 1), tok, np.zeros((1, 4), int), 10, 64, source="hub", **kwargs)

@@ -1,10 +1,11 @@
 """`tinylm export onnx`: a fine-tuned model and a soft committee, each as one ONNX graph, give PyTorch's class
 probabilities through onnxruntime on real AG News texts.
 
-Tolerance: max |p_torch - p_onnx| <= 1e-5 (onnx_export.PARITY_TOLERANCE) on probabilities, fp32 both; measured
-differences are ~1e-7. The references are the repo's own paths, independent of the export code: for a model,
-evaluate.predict_proba (model.py's forward); for a committee, the mean of its members' probabilities, each member
-run on its own. The models are fine-tuned here (demo preset, shipped AG News sample, a few steps each).
+Tolerance: max |p_torch - p_onnx| <= 1e-5 (inference.onnx.PARITY_TOLERANCE) on probabilities, fp32 both;
+measured differences are ~1e-7. The references are the repo's own paths, independent of the export code: for a
+model, inference.classify.predict_proba (model.py's forward); for a committee, the mean of its members'
+probabilities, each member run on its own. The models are fine-tuned here (demo preset, shipped AG News sample,
+a few steps each).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tinylm.committee import Committee, save_committee
 from tinylm.config import FINETUNE_PRESETS, replace
 from tinylm.data import load_task
 from tinylm.experiments.demo import DEMO_DATA
-from tinylm.inference.evaluate import predict_proba
+from tinylm.inference.classify import predict_proba
 from tinylm.inference.onnx import ACCURACY_TOLERANCE, PARITY_TOLERANCE, export_onnx, report_path
 from tinylm.inference.predictor import Predictor
 from tinylm.serving.app import create_app

@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 
 from tinylm.analysis.stats import mean_ci, paired_gap
-from tinylm.reports.experiments import load_records, render_report
+from tinylm.reports.claims import load_records
+from tinylm.reports.experiments import render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T975_2 = 4.302652729749462  # t quantile 0.975 with 2 degrees of freedom (3 seeds)
@@ -194,12 +195,12 @@ def test_load_records_checks_its_input(tmp_path: Path) -> None:
 
 
 def test_compute_counts_each_run_once_even_when_experiments_share_it() -> None:
-    from tinylm.reports.experiments import _compute_text
+    from tinylm.reports.experiments import compute_text
 
     shared = {"runs": {"pretrain": "pretrain-a", "finetune": "finetune-b", "scratch": "finetune-c"},
               "timings": {"pretrain": 3600.0, "finetune": 360.0, "scratch": 360.0}}
     gap = {"experiment": "gap", "seconds": 4320.0, **shared}
     size = {"experiment": "size", "seconds": 4320.0, **shared}
-    assert _compute_text([gap, size]) == "compute 1.20 h over 3 timed runs"
-    assert _compute_text([{"seconds": 1800.0}]) == "compute 0.50 h over 1 timed runs"
-    assert _compute_text([{}]) == "no run times recorded"
+    assert compute_text([gap, size]) == "compute 1.20 h over 3 timed runs"
+    assert compute_text([{"seconds": 1800.0}]) == "compute 0.50 h over 1 timed runs"
+    assert compute_text([{}]) == "no run times recorded"

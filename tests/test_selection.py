@@ -240,7 +240,7 @@ def test_estimate_random_subset_reproduces_a_stored_point(full_data_root) -> Non
 def test_tiny_selection_sweep_writes_a_report_and_reuses_its_runs(tmp_path, data_root, monkeypatch) -> None:
     from tinylm.experiments import run_cache as runs_module
     from tinylm.experiments.scales import SCALES, Scale
-    from tinylm.experiments.selection import reproduce_selection
+    from tinylm.experiments.selection_sweep import reproduce_selection
 
     tiny = Scale(name="tiny", sizes=(24,), samples={"ag_news": (6, 4)}, seeds=2,
                  pretrain=replace(SCALES["cpu"].pretrain, epochs=1, seq_len=32),

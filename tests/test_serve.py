@@ -28,7 +28,6 @@ from tinylm.committee import Committee, save_committee
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
 from tinylm.experiments.demo import DEMO_DATA
-from tinylm.inference.evaluate import Classifier
 from tinylm.inference.predictor import Predictor
 from tinylm.model import BertForClassification
 from tinylm.serving.app import create_app
@@ -332,7 +331,7 @@ def test_committee_is_served_with_its_soft_vote(committee_dir, texts) -> None:
         assert info["kind"] == "committee" and info["members"] == 3 and info["labels"] == LABELS
         r = client.post("/predict", json={"texts": texts[:4]})
     assert r.status_code == 200
-    reference = Classifier.load(committee_dir).predict(texts[:4])  # the repo's own path: SoftVote(load_committee)
+    reference = Predictor.load(committee_dir).predict(texts[:4])  # the repo's own path: the soft vote
     for answer, expected in zip(r.json()["predictions"], reference, strict=True):
         assert_prediction(answer, expected)
 

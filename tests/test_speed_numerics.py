@@ -25,11 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tinylm.config import MODEL_PRESETS, PretrainConfig, replace
 from tinylm.data import load_articles
+from tinylm.data.encoding import encode_texts
 from tinylm.model import BertForMLM
 from tinylm.runtime import step_seed
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.loop import LoopConfig, make_optimizer, train_step
-from tinylm.train.pretrain import MLMBatches, encode_texts
+from tinylm.train.pretrain import MLMBatches
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 CPU = torch.device("cpu")

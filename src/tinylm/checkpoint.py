@@ -69,14 +69,16 @@ def _from_hf_table() -> list[tuple[str, str]]:
     return [(b, a) for a, b in _to_hf_table()]
 
 
+def hf_name(name: str) -> str:
+    """The Hugging Face BERT name of a tinylm parameter or buffer name (KeyError when it has none)."""
+    hf = _rename(name, _to_hf_table())
+    if hf is None:
+        raise KeyError(f"no Hugging Face name for parameter {name}")
+    return hf
+
+
 def to_hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, tensor in model.state_dict().items():
-        hf = _rename(name, _to_hf_table())
-        if hf is None:
-            raise KeyError(f"no Hugging Face name for parameter {name}")
-        out[hf] = tensor.detach().contiguous().cpu()
-    return out
+    return {hf_name(name): tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
 
 
 def from_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import platform
 import random
 
 import numpy as np
@@ -58,3 +61,39 @@ def configure_threads() -> None:
     n = os.environ.get("TINYLM_THREADS")
     if n:
         torch.set_num_threads(int(n))
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator(enable: bool = True) -> bool:
+    """Make glibc keep freed memory in the process: no mmap for large blocks, no trimming of the heap.
+
+    A training step frees and re-allocates the same large activation buffers every step. By default glibc
+    serves each block over its mmap threshold with a fresh mapping that the kernel zeroes and faults in again,
+    step after step. Process-wide; the process keeps its peak memory. That suits one model's steady shapes,
+    but not a large committee, whose many blocks of varying size fragment a heap that is never trimmed, so
+    committees train with `enable=False`, which restores the defaults. Returns whether the tuning is in force:
+    never off Linux/glibc, nor with TINYLM_TUNE_MALLOC=0.
+    """
+    global _ALLOCATOR_TUNED
+    if enable == _ALLOCATOR_TUNED:
+        return _ALLOCATOR_TUNED
+    if os.environ.get("TINYLM_TUNE_MALLOC", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # mallopt parameters from glibc's malloc.h
+    if enable:
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok = ok and libc.mallopt(m_trim_threshold, 1 << 40) == 1 and libc.mallopt(m_top_pad, 64 << 20) == 1
+        _ALLOCATOR_TUNED = ok
+    else:  # glibc's defaults
+        libc.mallopt(m_mmap_max, 65536)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+        libc.mallopt(m_top_pad, 128 * 1024)
+        libc.malloc_trim(0)
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED

@@ -1,4 +1,4 @@
-"""The deployment sub-commands of `tinylm` (kept here so cli.py only wires them in):
+"""The deployment sub-commands of `tinylm`:
 
     tinylm serve MODEL_DIR [--runtime torch|onnx] [--host 127.0.0.1] [--port 8000] [limits and batching flags]
     tinylm export onnx MODEL_DIR [--out FILE] [--opset 17] [--tolerance 1e-5] [--check-texts FILE]
@@ -12,17 +12,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-# The same names as tinylm.inference.predictor.RUNTIMES, spelled out so that building the parser imports no torch.
-RUNTIMES = ("torch", "onnx")
+from tinylm.cli.common import add_runtime_flags
 
 
-def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                        help="torch (default) or onnx (needs `tinylm export onnx MODEL_DIR` first)")
-    parser.add_argument("--onnx", default=None, help="the ONNX graph (default: MODEL_DIR/model.onnx)")
-
-
-def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     from tinylm.serving.settings import ServeSettings
 
     s = sub.add_parser("serve", help="serve a fine-tuned model or committee over HTTP (POST /predict)")
@@ -58,32 +51,34 @@ def add_deploy_parsers(sub: argparse._SubParsersAction) -> None:
                                                                        "config's, or the task's paper sample)")
 
 
-def run_deploy(args: argparse.Namespace) -> None:
-    if args.command == "serve":
-        from tinylm.serving.server import serve
-        from tinylm.serving.settings import ServeSettings
+def run_serve(args: argparse.Namespace) -> int:
+    from tinylm.serving.server import serve
+    from tinylm.serving.settings import ServeSettings
 
-        settings = ServeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)})
-        serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
-              onnx_path=args.onnx, settings=settings, access_log=args.access_log)
-    elif args.command == "export":
-        from tinylm.inference.onnx import ACCURACY_TOLERANCE, OPSET, PARITY_TOLERANCE, export_onnx, stored_test_sample
-        from tinylm.train.pretrain import model_folder
+    settings = ServeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)})
+    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+          onnx_path=args.onnx, settings=settings, access_log=args.access_log)
+    return 0
 
-        texts = None
-        if args.check_texts:
-            texts = [line.strip() for line in Path(args.check_texts).read_text().splitlines() if line.strip()]
-            if not texts:
-                raise ValueError(f"{args.check_texts}: no texts for the parity check")
-        task_data = None
-        if args.task or args.test_per_label:  # else export_onnx finds the sample the folder's config names
-            task_data = stored_test_sample(model_folder(args.model), args.data, args.task, args.test_per_label)
-        accuracy_tolerance = ACCURACY_TOLERANCE if args.accuracy_tolerance is None else args.accuracy_tolerance
-        report = export_onnx(args.model, args.out, opset=args.opset or OPSET, check_texts=texts,
-                             tolerance=args.tolerance if args.tolerance is not None else PARITY_TOLERANCE,
-                             quantize=args.quantize, accuracy_tolerance=accuracy_tolerance, task_data=task_data,
-                             root=args.data)
-        keys = ("onnx", "kind", "members", "labels", "quantize", "parity", "accuracy", "bytes", "seconds")
-        print(json.dumps({k: report[k] for k in keys}, indent=2))
-    else:
-        raise ValueError(f"not a deployment command: {args.command}")
+
+def run_export(args: argparse.Namespace) -> int:
+    """`tinylm export onnx` (the one format)."""
+    from tinylm.inference.onnx import ACCURACY_TOLERANCE, OPSET, PARITY_TOLERANCE, export_onnx, stored_test_sample
+    from tinylm.train.pretrain import model_folder
+
+    texts = None
+    if args.check_texts:
+        texts = [line.strip() for line in Path(args.check_texts).read_text().splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"{args.check_texts}: no texts for the parity check")
+    task_data = None
+    if args.task or args.test_per_label:  # else export_onnx finds the sample the folder's config names
+        task_data = stored_test_sample(model_folder(args.model), args.data, args.task, args.test_per_label)
+    accuracy_tolerance = ACCURACY_TOLERANCE if args.accuracy_tolerance is None else args.accuracy_tolerance
+    report = export_onnx(args.model, args.out, opset=args.opset or OPSET, check_texts=texts,
+                         tolerance=args.tolerance if args.tolerance is not None else PARITY_TOLERANCE,
+                         quantize=args.quantize, accuracy_tolerance=accuracy_tolerance, task_data=task_data,
+                         root=args.data)
+    keys = ("onnx", "kind", "members", "labels", "quantize", "parity", "accuracy", "bytes", "seconds")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    return 0

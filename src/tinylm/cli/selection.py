@@ -1,4 +1,4 @@
-"""The CLI of data selection: `tinylm select`, `tinylm estimate` and `tinylm reproduce selection` (see cli.py)."""
+"""The CLI of data selection: `tinylm select`, `tinylm estimate` and the flags of `tinylm reproduce selection`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from tinylm.analysis.selection import DEFAULT_SELECTION_MEASURE, SELECTION_MEASU
 SCALE_NAMES = ("cpu", "paper")
 
 
-def add_parsers(sub: argparse._SubParsersAction, reproduce: argparse.ArgumentParser) -> None:
-    """The select and estimate commands, and the flags `reproduce selection` adds to `reproduce`."""
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The select and estimate commands."""
     s = sub.add_parser("select", help="choose pre-training articles by their contribution to overlap with a task")
     s.add_argument("--task", required=True, help="fewrel, ag_news or dbpedia (the scale's task sample)")
     s.add_argument("--articles", type=int, required=True, help="how many articles to select")
@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction, reproduce: argparse.ArgumentPar
     e.add_argument("--measure", choices=list(OVERLAP_MEASURES), default=DEFAULT_MEASURE)
     e.add_argument("--confidence", type=float, default=0.95)
 
+
+def add_reproduce_flags(reproduce: argparse.ArgumentParser) -> None:
+    """The flags `reproduce selection` adds to `reproduce` (--runs is curve's and arms' too)."""
     reproduce.add_argument("--runs", default=None, help="selection: run cache (default OUT/runs); the experiments' "
                                                         "OUT/runs re-uses their random-subset and scratch runs")
     reproduce.add_argument("--fit", default=None, help="selection: results.json holding the gap-vs-overlap fit "
@@ -45,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction, reproduce: argparse.ArgumentPar
                            help="selection: selection measures to compare with random (default: weighted mass)")
 
 
-def _fit_path(given: str | None, scale: str) -> Path:
+def fit_path(given: str | None, scale: str) -> Path:
     from tinylm.experiments.selection import default_fit_path
 
     path = Path(given) if given else default_fit_path(scale)
@@ -71,20 +74,7 @@ def run_estimate(args: argparse.Namespace) -> int:
 
     if not 0 < args.confidence < 1:
         raise ValueError("--confidence must lie in (0, 1)")
-    result = estimate(args.task, _fit_path(args.fit, "cpu"), subset=args.subset, random_articles=args.random,
+    result = estimate(args.task, fit_path(args.fit, "cpu"), subset=args.subset, random_articles=args.random,
                       measure=args.measure, confidence=args.confidence, root=args.data)
     print(json.dumps(result, indent=2))
-    return 0
-
-
-def run_reproduce(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
-    from tinylm.experiments.scales import SCALES
-    from tinylm.experiments.selection import REPRO_MEASURES, reproduce_selection
-
-    results = reproduce_selection(SCALES[args.scale], args.out, _fit_path(args.fit, args.scale),
-                                  sizes=tuple(args.sizes) if args.sizes else None,
-                                  measures=tuple(args.measures) if args.measures else REPRO_MEASURES,
-                                  seeds=args.seeds, tasks=tasks, runs=args.runs, root=args.data, device=args.device)
-    print(f"{len(results['records'])} records in {results['seconds']:.0f} s; "
-          f"report: {Path(args.out) / 'report.md'} (and report.html, results.json, PNG plots)")
     return 0

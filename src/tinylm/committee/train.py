@@ -4,7 +4,7 @@ Each member is an independent model: its own seed gives it its own initialisatio
 MLM masks (pre-training) and its own classifier head (fine-tuning); one optimizer step trains all N (the loss is
 the sum of the member losses, the parameters are disjoint). The members share the data (the same pre-training
 subset and task sample) and the tokenizer, as the paper's committee members do. Runs resume like single-model
-runs (training.train_loop); the result is one committee folder (committee.save_committee).
+runs (train.loop.train_loop); the result is one committee folder (committee.save_committee).
 
 Under torchrun the members are split over the ranks (distributed.member_shard): each rank trains its block of
 members alone (no gradient traffic: members share nothing), with each member's own seed, so every member gets
@@ -20,36 +20,37 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from tinylm.checkpoint import write_json
-from tinylm.committee import (
-    Committee,
-    _build_member,
-    clip_grad_norm_per_member_,
-    hard_vote,
-    load_committee,
-    make_committee_optimizer,
-    predict_member_proba,
-    save_committee,
-    soft_vote,
-    stack_member_batches,
+from tinylm.committee.blocks import (
+    block_summary,
+    combined_training,
+    gather_committee,
+    member_blocks,
+    shard_dir,
+    shard_summaries,
 )
+from tinylm.committee.io import load_committee, save_committee
+from tinylm.committee.model import Committee
+from tinylm.committee.step import clip_grad_norm_per_member_, make_committee_optimizer, stack_member_batches
+from tinylm.committee.votes import hard_vote, soft_vote
 from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import TaskData
 from tinylm.distributed import World, barrier, init_distributed, member_shard
+from tinylm.inference.classify import predict_proba
 from tinylm.inference.evaluate import classification_metrics
 from tinylm.runtime import configure_threads, pick_device
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.finetune import ClassificationBatches, encode_examples, finetune_task
-from tinylm.train.loop import CHECKPOINT, Batch, LoopConfig, LoopState, train_loop
+from tinylm.train.loop import Batch, LoopConfig, LoopState, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
-from tinylm.train.pretrain import MLMBatches, encode_cached, model_folder, prepare_pretraining
+from tinylm.train.pretrain import MLMBatches, model_folder, prepare_pretraining
 from tinylm.validation import check, integer, validate
 
 MEMBER_SEED_STRIDE = 1000  # member j of a committee with seed s trains with seed s + 1000 j
@@ -95,56 +96,6 @@ def _train(committee: Committee, epoch_batches: Any, loop: LoopConfig, out: Path
                       optimizer=_committee_optimizer, clip=clip_grad_norm_per_member_, progress=progress)
 
 
-# ----- members split over torchrun ranks -----
-
-
-def shard_dir(out: Path, part: range) -> Path:
-    """Where the block of members `part` trains under torchrun (its checkpoint, log and test probabilities)."""
-    return out / "shards" / f"members-{part.start}-{part.stop}"
-
-
-def _blocks(members: int, world: World) -> list[range]:
-    return [b for b in (member_shard(members, World(r, world.size)) for r in range(world.size)) if b]
-
-
-def gather_committee(shard_dirs: Sequence[Path], cfg: ModelConfig, head: str, num_labels: int | None = None,
-                     label_names: list[str] | None = None) -> Committee:
-    """One committee from the final checkpoints of consecutive member blocks (stacked tensors concatenated on
-    the member axis, in block order)."""
-    states = [load_file(str(d / CHECKPOINT / "model.safetensors")) for d in shard_dirs]
-    with torch.device("meta"):
-        param_names = {name for name, _ in _build_member(cfg, head, num_labels).named_parameters()}
-    params: dict[str, torch.Tensor] = {}
-    buffers: dict[str, torch.Tensor] = {}
-    for key in states[0]:
-        name = key.removeprefix("members.")
-        stacked = torch.cat([s[key] for s in states])
-        if name in param_names:
-            params[name] = stacked.requires_grad_(True)
-        else:
-            buffers[name] = stacked
-    n = next(iter(params.values())).shape[0]
-    return Committee(cfg, n, params, buffers, head=head, num_labels=num_labels, label_names=label_names)
-
-
-def _shard_summaries(out: Path, members: int, world: World) -> list[dict[str, Any]]:
-    return [json.loads((shard_dir(out, b) / "summary.json").read_text()) for b in _blocks(members, world)]
-
-
-def _combined_training(shards: Sequence[dict[str, Any]], seconds_key: str) -> dict[str, Any]:
-    """The whole committee's training numbers from its blocks': they ran side by side, so seconds is the
-    slowest block's and the member loss the member-weighted mean."""
-    n = sum(s["members"] for s in shards)
-    seconds = max(s[seconds_key] for s in shards)
-    tokens = sum(s["tokens"] for s in shards)
-    losses = [s["final_member_loss"] for s in shards]
-    loss = None if None in losses else sum(s["members"] * s["final_member_loss"] for s in shards) / n
-    return {
-        "steps": shards[0]["steps"], "epochs_done": min(s["epochs_done"] for s in shards), "final_member_loss": loss,
-        "tokens": tokens, seconds_key: seconds, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-    }
-
-
 def _train_members(
     world: World, members: int, out: Path, meta: dict[str, Any], build: Callable[[range], tuple[Committee, Any]],
     loop_cfg: Callable[[range], LoopConfig], device: torch.device, stop_after: int | None,
@@ -163,12 +114,6 @@ def _train_members(
     state = _train(committee, epoch_batches, loop_cfg(part), run_out, device, block_meta, stop_after,
                    progress=world.is_main)
     return part, run_out, committee, state
-
-
-def _block_summary(part: range, state: LoopState, seconds_key: str) -> dict[str, Any]:
-    return {"members": len(part), "first_member": part.start, "steps": state.step, "epochs_done": state.epoch,
-            "final_member_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
-            "tokens": state.tokens, seconds_key: round(state.seconds, 2)}
 
 
 def pretrain_committee(
@@ -193,7 +138,39 @@ def pretrain_committee(
     articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world,
                                                               {**cfg.to_dict(), "members": members})
     seeds = member_seeds(cfg.seed, members)
+    build, loop_cfg = _pretrainmember_blocks(cfg, members, seeds, model_cfg, tokenizer, ids)
+    meta = {"recipe": "pretrain_committee", "config": config_hash(cfg), "members": members}
+    part, run_out, committee, state = _train_members(world, members, out, meta, build, loop_cfg, dev, stop_after)
+    info = {"articles": len(articles), "vocab_size": len(tokenizer), "device": str(dev)}
 
+    def save(done: Committee, summary: dict[str, Any]) -> None:
+        summary["member_quality"] = member_quality(done, cfg, tokenizer, ids, len(articles), root)
+        save_committee(done.cpu(), out / "model", tokenizer,
+                       extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
+        write_json(out / "summary.json", summary)
+
+    if not world.distributed:
+        assert committee is not None and state is not None
+        summary = {"members": members, **combined_training([block_summary(part, state, "seconds")], "seconds"),
+                   **info}
+        if state.epoch >= cfg.epochs:
+            save(committee, summary)
+        return summary
+
+    if state is not None:
+        write_json(run_out / "summary.json", block_summary(part, state, "seconds"))
+    barrier(world)
+    summary = {"members": members, **combined_training(shard_summaries(out, members, world), "seconds"), **info,
+               "processes": world.size}
+    if world.is_main and summary["epochs_done"] >= cfg.epochs:
+        save(gather_committee([shard_dir(out, b) for b in member_blocks(members, world)], model_cfg, "mlm"), summary)
+    barrier(world)
+    return summary
+
+
+def _pretrainmember_blocks(cfg: PretrainConfig, members: int, seeds: list[int], model_cfg: ModelConfig, tokenizer: Any,
+                     ids: np.ndarray) -> tuple[Callable[[range], tuple[Committee, Any]], Callable[[range], LoopConfig]]:
+    """How a block of members is pre-trained: (its fresh committee and epoch batches, its loop config)."""
     def build(part: range) -> tuple[Committee, Any]:
         block_seeds = seeds[part.start:part.stop]
         member_cfgs = [replace(cfg, seed=s) for s in block_seeds]
@@ -207,41 +184,14 @@ def pretrain_committee(
         label = f"{members}" if len(part) == members else f"members {part.start}-{part.stop - 1} of {members}"
         return _loop_config(replace(cfg, seed=seeds[part.start]), f"pretrain {label} x {cfg.model}")
 
-    meta = {"recipe": "pretrain_committee", "config": config_hash(cfg), "members": members}
-    part, run_out, committee, state = _train_members(world, members, out, meta, build, loop_cfg, dev, stop_after)
-    info = {"articles": len(articles), "vocab_size": len(tokenizer), "device": str(dev)}
-    if not world.distributed:
-        assert committee is not None and state is not None
-        summary = {"members": members, **_combined_training([_block_summary(part, state, "seconds")], "seconds"),
-                   **info}
-        if state.epoch >= cfg.epochs:
-            summary["member_quality"] = member_quality(committee, cfg, tokenizer, ids, len(articles), root)
-            save_committee(committee.cpu(), out / "model", tokenizer,
-                           extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
-            write_json(out / "summary.json", summary)
-        return summary
-
-    if state is not None:
-        write_json(run_out / "summary.json", _block_summary(part, state, "seconds"))
-    barrier(world)
-    summary = {"members": members, **_combined_training(_shard_summaries(out, members, world), "seconds"), **info,
-               "processes": world.size}
-    if world.is_main and summary["epochs_done"] >= cfg.epochs:
-        blocks = [shard_dir(out, b) for b in _blocks(members, world)]
-        gathered = gather_committee(blocks, model_cfg, "mlm")
-        summary["member_quality"] = member_quality(gathered, cfg, tokenizer, ids, len(articles), root)
-        save_committee(gathered, out / "model", tokenizer,
-                       extra={"pretrain": cfg.to_dict(), "member_seeds": seeds, "summary": summary})
-        write_json(out / "summary.json", summary)
-    barrier(world)
-    return summary
+    return build, loop_cfg
 
 
 def member_quality(committee: Committee, cfg: PretrainConfig, tokenizer: Any, ids: np.ndarray, articles: int,
                    root: str | os.PathLike | None) -> list[dict[str, Any]]:
     """Each member's held-out MLM quality (mlm_quality), scored as the single model it is."""
     return [quality_or_reason(committee.member(i), tokenizer, ids, articles, cfg.seq_len, root=root,
-                              data_seed=cfg.data_seed, source=cfg.data_source, encode=encode_cached)
+                              data_seed=cfg.data_seed, source=cfg.data_source)
             for i in range(committee.n)]
 
 
@@ -292,73 +242,107 @@ def finetune_committee(
     dev = pick_device(device)
     world = init_distributed(dev)
     task = task_data or finetune_task(cfg, root)
-    tokenizer = _committee_tokenizer(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = _FinetuneRun(cfg, members, task, _committee_tokenizer(cfg), member_seeds(cfg.seed, members), Path(out))
+    run.out.mkdir(parents=True, exist_ok=True)
     if world.is_main:
-        write_json(out / "finetune_config.json", {**cfg.to_dict(), "members": members})
-    seeds = member_seeds(cfg.seed, members)
-    texts = [e.text for e in task.test]
-    labels = [e.label for e in task.train]
-    built: dict[str, Any] = {}
-
-    def build(part: range) -> tuple[Committee, Any]:
-        committee, _ = classification_committee(cfg, members, task.num_labels, task.label_names, part)
-        max_length = min(cfg.max_length, committee.cfg.max_position_embeddings)
-        ids = encode_examples(tokenizer, task.train, max_length)
-        built.update(max_length=max_length, cfg=committee.cfg)
-        block_seeds = seeds[part.start:part.stop]
-
-        def epoch_batches(e: int) -> StackedBatches:
-            return StackedBatches([ClassificationBatches(ids, labels, cfg.batch_size, tokenizer.pad_token_id, s, e)
-                                   for s in block_seeds], tokenizer.pad_token_id)
-
-        return committee, epoch_batches
-
-    kind = "pretrained" if cfg.init else "scratch"
-
-    def loop_cfg(part: range) -> LoopConfig:
-        label = f"{members} members" if len(part) == members else f"members {part.start}-{part.stop - 1} of {members}"
-        return _loop_config(replace(cfg, seed=seeds[part.start]), f"finetune {task.name} ({label}, {kind})")
-
+        write_json(run.out / "finetune_config.json", {**cfg.to_dict(), "members": members})
     meta = {"recipe": "finetune_committee", "config": config_hash(cfg), "members": members}
-    part, run_out, committee, state = _train_members(world, members, out, meta, build, loop_cfg, dev, stop_after)
-    info = {"task": task.name, "init": str(cfg.init) if cfg.init else None, "members": members}
-    sizes = {"train_examples": len(task.train), "test_examples": len(task.test)}
-    y = np.array([e.label for e in task.test])
-
+    part, run_out, committee, state = _train_members(world, members, run.out, meta, run.build, run.loop_cfg, dev,
+                                                     stop_after)
     if not world.distributed:
         assert committee is not None and state is not None
-        training = _combined_training([_block_summary(part, state, "train_seconds")], "train_seconds")
-        result: dict[str, Any] = {**info, "steps": training["steps"], **sizes,
-                                  "train_seconds": training["train_seconds"], "tokens_per_s": training["tokens_per_s"]}
+        result = run.result(combined_training([block_summary(part, state, "train_seconds")], "train_seconds"))
         if state.epoch < cfg.epochs:
             return result
-        probs = predict_member_proba(committee, tokenizer, texts, max_length=built["max_length"],
-                                     precision=cfg.precision)
-        return _finish(result, committee.cpu(), probs, y, task.label_names, tokenizer, cfg, seeds, out)
+        probs = run.test_probs(committee)  # on the training device, before the committee moves to the CPU
+        return run.finish(result, committee.cpu(), probs)
 
     if state is not None:
-        block = _block_summary(part, state, "train_seconds")
+        block = block_summary(part, state, "train_seconds")
         if state.epoch >= cfg.epochs:  # each rank scores its own members, on its own device
-            np.save(run_out / "member_probs.npy", predict_member_proba(
-                committee, tokenizer, texts, max_length=built["max_length"], precision=cfg.precision))
+            np.save(run_out / "member_probs.npy", run.test_probs(committee))
         write_json(run_out / "summary.json", block)
     barrier(world)
-    training = _combined_training(_shard_summaries(out, members, world), "train_seconds")
-    result = {**info, "steps": training["steps"], **sizes, "train_seconds": training["train_seconds"],
-              "tokens_per_s": training["tokens_per_s"], "processes": world.size}
+    training = combined_training(shard_summaries(run.out, members, world), "train_seconds")
+    result = {**run.result(training), "processes": world.size}
     if training["epochs_done"] < cfg.epochs:
         barrier(world)
         return result
     if world.is_main:
-        blocks = [shard_dir(out, b) for b in _blocks(members, world)]
-        source_cfg = built.get("cfg") or committee_config(cfg, len(tokenizer))
-        full = gather_committee(blocks, source_cfg, "classification", task.num_labels, task.label_names)
-        probs = np.concatenate([np.load(b / "member_probs.npy") for b in blocks])
-        _finish(result, full, probs, y, task.label_names, tokenizer, cfg, seeds, out)
+        run.gather(result, [shard_dir(run.out, b) for b in member_blocks(members, world)])
     barrier(world)
-    return json.loads((out / "metrics.json").read_text())
+    return json.loads((run.out / "metrics.json").read_text())
+
+
+@dataclass
+class _FinetuneRun:
+    """What one committee fine-tuning run's member blocks, test scoring and results share."""
+
+    cfg: FinetuneConfig
+    members: int
+    task: TaskData
+    tokenizer: Any
+    seeds: list[int]
+    out: Path
+    max_length: int = 0  # set by build: cfg.max_length capped by the members' positions
+    model_cfg: ModelConfig | None = None  # set by build
+
+    def build(self, part: range) -> tuple[Committee, Any]:
+        """The block `part` of fresh members, and its epoch batches (each member its own order)."""
+        cfg, task, pad_id = self.cfg, self.task, self.tokenizer.pad_token_id
+        committee, _ = classification_committee(cfg, self.members, task.num_labels, task.label_names, part)
+        self.max_length = min(cfg.max_length, committee.cfg.max_position_embeddings)
+        self.model_cfg = committee.cfg
+        ids = encode_examples(self.tokenizer, task.train, self.max_length)
+        labels = [e.label for e in task.train]
+        block_seeds = self.seeds[part.start:part.stop]
+
+        def epoch_batches(e: int) -> StackedBatches:
+            return StackedBatches([ClassificationBatches(ids, labels, cfg.batch_size, pad_id, s, e)
+                                   for s in block_seeds], pad_id)
+
+        return committee, epoch_batches
+
+    def loop_cfg(self, part: range) -> LoopConfig:
+        n, kind = self.members, "pretrained" if self.cfg.init else "scratch"
+        label = f"{n} members" if len(part) == n else f"members {part.start}-{part.stop - 1} of {n}"
+        return _loop_config(replace(self.cfg, seed=self.seeds[part.start]),
+                            f"finetune {self.task.name} ({label}, {kind})")
+
+    def test_probs(self, committee: Committee) -> np.ndarray:
+        """Each member's probabilities on the test texts, [members, texts, C], on the committee's device."""
+        return predict_proba(committee, self.tokenizer, [e.text for e in self.task.test], max_length=self.max_length,
+                             precision=self.cfg.precision, per_member=True)
+
+    def result(self, training: dict[str, Any]) -> dict[str, Any]:
+        task = self.task
+        return {"task": task.name, "init": str(self.cfg.init) if self.cfg.init else None, "members": self.members,
+                "steps": training["steps"], "train_examples": len(task.train), "test_examples": len(task.test),
+                "train_seconds": training["train_seconds"], "tokens_per_s": training["tokens_per_s"]}
+
+    def gather(self, result: dict[str, Any], blocks: Sequence[Path]) -> dict[str, Any]:
+        """Rank 0 after a split run: the whole committee and its test probabilities from the blocks' folders."""
+        source_cfg = self.model_cfg or committee_config(self.cfg, len(self.tokenizer))
+        full = gather_committee(blocks, source_cfg, "classification", self.task.num_labels, self.task.label_names)
+        return self.finish(result, full, np.concatenate([np.load(b / "member_probs.npy") for b in blocks]))
+
+    def finish(self, result: dict[str, Any], committee: Committee, probs: np.ndarray) -> dict[str, Any]:
+        """Votes and member accuracies on the test sample; writes out/model, the probabilities and metrics.json."""
+        out, label_names = self.out, self.task.label_names
+        y = np.array([e.label for e in self.task.test])
+        np.save(out / "member_probs.npy", probs)
+        np.save(out / "test_labels.npy", y)
+        soft = classification_metrics(y, soft_vote(probs).argmax(-1).numpy(), label_names)
+        result.update({
+            "member_accuracies": [float((p.argmax(-1) == y).mean()) for p in probs],
+            "soft_vote": {"accuracy": soft["accuracy"], "macro_f1": soft["macro_f1"]},
+            "hard_vote_accuracy": float((hard_vote(probs).numpy() == y).mean()),
+        })
+        save_committee(committee, out / "model", self.tokenizer, label_names=label_names,
+                       extra={"finetune": self.cfg.to_dict(), "member_seeds": self.seeds,
+                              "metrics": {k: result[k] for k in ("soft_vote", "hard_vote_accuracy")}})
+        write_json(out / "metrics.json", result)
+        return result
 
 
 def _committee_tokenizer(cfg: FinetuneConfig) -> Any:
@@ -374,21 +358,3 @@ def committee_config(cfg: FinetuneConfig, vocab_size: int) -> ModelConfig:
     if cfg.init:
         return load_committee(model_folder(cfg.init)).cfg
     return replace(resolve_model_config(cfg.model), vocab_size=vocab_size)
-
-
-def _finish(result: dict[str, Any], committee: Committee, probs: np.ndarray, y: np.ndarray, label_names: list[str],
-            tokenizer: Any, cfg: FinetuneConfig, seeds: list[int], out: Path) -> dict[str, Any]:
-    """Votes and member accuracies on the test sample; writes out/model, the probabilities and metrics.json."""
-    np.save(out / "member_probs.npy", probs)
-    np.save(out / "test_labels.npy", y)
-    soft = classification_metrics(y, soft_vote(probs).argmax(-1).numpy(), label_names)
-    result.update({
-        "member_accuracies": [float((p.argmax(-1) == y).mean()) for p in probs],
-        "soft_vote": {"accuracy": soft["accuracy"], "macro_f1": soft["macro_f1"]},
-        "hard_vote_accuracy": float((hard_vote(probs).numpy() == y).mean()),
-    })
-    save_committee(committee, out / "model", tokenizer, label_names=label_names,
-                   extra={"finetune": cfg.to_dict(), "member_seeds": seeds,
-                          "metrics": {k: result[k] for k in ("soft_vote", "hard_vote_accuracy")}})
-    write_json(out / "metrics.json", result)
-    return result

@@ -1,22 +1,19 @@
 """Data loading for tinylm: Wikipedia articles for pre-training and the fine-tuning tasks, strictly checked."""
 
 from tinylm.data.errors import DataError
+from tinylm.data.examples import Example, TaskData
+from tinylm.data.fewrel import fewrel_label_names, fewrel_text, read_fewrel
 from tinylm.data.paths import data_root
 from tinylm.data.sampling import balanced_sample, balanced_split
 from tinylm.data.tasks import (
     HUB_DATASETS,
     PAPER_SAMPLING,
     TASKS,
-    Example,
-    TaskData,
     clean_text,
     examples_from_hub,
-    fewrel_label_names,
-    fewrel_text,
     hub_label_names,
     load_task,
     read_classes,
-    read_fewrel,
     read_label_csv,
     read_label_jsonl,
 )

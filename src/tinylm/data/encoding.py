@@ -1,14 +1,17 @@
-"""Texts in, one array per text out, batched by length: the loop every prediction path shares.
-
-Sorting texts by length before batching keeps each batch's padding small; the results go back in input order.
-"""
+"""Texts to token ids: fixed-length id arrays for pre-training (cached on disk), and the length-sorted batching
+loop every prediction path shares (sorting by length keeps each batch's padding small; results come back in
+input order)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from transformers import PreTrainedTokenizerFast
+
+from tinylm.data.paths import cache_dir
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
@@ -28,3 +31,27 @@ def map_by_length(
         rows = order[start:start + batch_size]
         out[..., rows, :] = run([texts[i] for i in rows])
     return out
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """Token ids of each text's first `max_length` tokens ([CLS] ... [SEP]), right-padded, as int32."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length")
+    return np.asarray(enc["input_ids"], dtype=np.int32)
+
+
+def encode_cached(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """encode_texts, cached on disk by (vocabulary, texts, length) so repeated runs skip tokenisation."""
+    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(str(max_length).encode())
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    path = cache_dir() / f"tokens-{h.hexdigest()[:20]}.npy"
+    if path.is_file():
+        return np.load(path)
+    ids = encode_texts(tokenizer, texts, max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ids)
+    os.replace(tmp, path)
+    return ids

@@ -14,7 +14,7 @@ import numpy as np
 from tinylm.data.errors import DataError
 
 if TYPE_CHECKING:
-    from tinylm.data.tasks import Example
+    from tinylm.data.examples import Example
 
 
 def balanced_sample(

@@ -9,40 +9,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from tinylm.data.errors import DataError, RecordError
+from tinylm.data.examples import Example, TaskData
+from tinylm.data.fewrel import load_fewrel
 from tinylm.data.hub import load_hub_split
-from tinylm.data.paths import data_root, iter_lines, read_text
-from tinylm.data.sampling import balanced_sample, balanced_split
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled text; label is 0-based."""
-
-    text: str
-    label: int
-
-
-@dataclass
-class TaskData:
-    """A task's sampled train and test examples and its label names (label i is label_names[i]); validation holds
-    examples set aside from the training ones when a run asks for them (data.user_files.with_validation)."""
-
-    name: str
-    label_names: list[str]
-    train: list[Example]
-    test: list[Example]
-    validation: list[Example] = field(default_factory=list)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
+from tinylm.data.paths import data_root, iter_lines
+from tinylm.data.sampling import balanced_sample
 
 TASKS: tuple[str, ...] = ("ag_news", "dbpedia", "fewrel")
 PAPER_SAMPLING: dict[str, tuple[int, int]] = {"ag_news": (1000, 1000), "dbpedia": (100, 100), "fewrel": (630, 70)}
@@ -173,106 +149,6 @@ def read_label_jsonl(
     return examples
 
 
-def read_fewrel(path: str | os.PathLike[str], markers: bool = False) -> tuple[list[Example], list[str]]:
-    """FewRel {relation id: [instances]} -> (examples, relation ids); label i is the i-th id in sorted order.
-
-    Text is the tokens joined by single spaces (blank tokens dropped). markers=True wraps the first span of
-    the head entity in [E1] ... [/E1] and of the tail in [E2] ... [/E2]. FewRel files are one JSON line, so
-    a malformed instance is located by relation id and 1-based instance number instead of a line.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"invalid JSON: {err.msg} (column {err.colno})", err.lineno) from None
-    if not isinstance(data, dict) or not data:
-        raise DataError(path, "expected a non-empty JSON object {relation id: [instances]}")
-    relation_ids = sorted(data)
-    examples: list[Example] = []
-    for label, relation in enumerate(relation_ids):
-        instances = data[relation]
-        if not isinstance(instances, list) or not instances:
-            raise DataError(path, f"relation {relation}: expected a non-empty list of instances")
-        for n, instance in enumerate(instances, 1):
-            try:
-                examples.append(Example(fewrel_text(instance, markers), label))
-            except RecordError as err:
-                raise DataError(path, f"relation {relation}, instance {n}: {err}") from None
-    return examples, relation_ids
-
-
-def fewrel_text(instance: object, markers: bool = False) -> str:
-    """One FewRel instance as text (see read_fewrel); RecordError if it is malformed."""
-    if not isinstance(instance, Mapping):
-        raise RecordError(f"expected a JSON object, got {type(instance).__name__}")
-    for key in ("tokens", "h", "t"):
-        if key not in instance:
-            raise RecordError(f"missing field {key!r}")
-    tokens = instance["tokens"]
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-        raise RecordError("'tokens' must be a non-empty list of strings")
-    head = _entity_span(instance["h"], "head", len(tokens))
-    tail = _entity_span(instance["t"], "tail", len(tokens))
-    opens: dict[int, list[tuple[int, str]]] = {}
-    closes: dict[int, list[tuple[int, str]]] = {}
-    if markers:
-        for (first, last), tag in ((head, "E1"), (tail, "E2")):
-            opens.setdefault(first, []).append((-last, f"[{tag}]"))  # the longer span opens first
-            closes.setdefault(last, []).append((-first, f"[/{tag}]"))  # the later-opened span closes first
-    pieces: list[str] = []
-    for i, token in enumerate(tokens):
-        pieces += [tag for _, tag in sorted(opens.get(i, []))]
-        pieces.append(token.strip())
-        pieces += [tag for _, tag in sorted(closes.get(i, []))]
-    text = " ".join(p for p in pieces if p)
-    if not text:
-        raise RecordError("all tokens are blank")
-    return text
-
-
-def _entity_span(entity: object, role: str, num_tokens: int) -> tuple[int, int]:
-    """(first, last) token of an entity's first listed span; checks every listed position is in the sentence."""
-    if not isinstance(entity, list | tuple) or len(entity) < 3 or not isinstance(entity[2], list) or not entity[2]:
-        raise RecordError(f"{role} entity must be [name, id, [[token positions], ...]]")
-    for span in entity[2]:
-        if not isinstance(span, list) or not span:
-            raise RecordError(f"{role} entity has an empty or malformed position list {span!r}")
-        for pos in span:
-            if not isinstance(pos, int) or isinstance(pos, bool):
-                raise RecordError(f"{role} entity position {pos!r} is not an integer")
-            if not 0 <= pos < num_tokens:
-                raise RecordError(f"{role} entity position {pos} out of range (sentence has {num_tokens} tokens)")
-    first = entity[2][0]
-    return min(first), max(first)
-
-
-def fewrel_label_names(path: str | os.PathLike[str], relation_ids: Sequence[str]) -> list[str]:
-    """Readable relation names from the pid2name.json beside `path` ({id: [name, description]}).
-
-    Without that file, or for an id it lacks, the id itself is the name; a name shared by two ids gets the
-    id appended so label names stay unique.
-    """
-    mapping_path = Path(path).parent / "pid2name.json"
-    if not mapping_path.is_file():
-        return list(relation_ids)
-    try:
-        mapping = json.loads(read_text(mapping_path))
-    except json.JSONDecodeError as err:
-        raise DataError(mapping_path, f"invalid JSON: {err.msg} (column {err.colno})", err.lineno) from None
-    if not isinstance(mapping, dict):
-        raise DataError(mapping_path, "expected a JSON object {relation id: [name, description]}")
-    names = [_relation_name(mapping.get(rid), rid) for rid in relation_ids]
-    return [f"{name} ({rid})" if names.count(name) > 1 else name
-            for name, rid in zip(names, relation_ids, strict=True)]
-
-
-def _relation_name(entry: object, relation_id: str) -> str:
-    """The name in a pid2name entry, or the id when the entry is missing or not [name, ...]."""
-    if isinstance(entry, list) and entry and isinstance(entry[0], str) and entry[0].strip():
-        return entry[0].strip()
-    return relation_id
-
-
 # ---------------------------------------------------------------- hub datasets
 
 
@@ -351,7 +227,7 @@ def load_task(
         if source == "hub":
             raise DataError("hub:fewrel", "hub loading is not supported for fewrel; use the local files "
                                           "(fewrel/train_wiki.json or fewrel/val_wiki.json)")
-        return _load_fewrel(root, n_train, n_test, seed, fewrel_markers)
+        return load_fewrel(root, n_train, n_test, seed, fewrel_markers)
     if source == "hub":
         label_names, train_pool, test_pool = _hub_pools(name, n_train > 0)
     else:
@@ -435,18 +311,3 @@ def _unique(examples: Iterable[Example]) -> list[Example]:
 def _without_texts(examples: Iterable[Example], texts: set[str]) -> list[Example]:
     """Examples whose text is not in `texts` (keeps test texts out of training)."""
     return [e for e in examples if e.text not in texts]
-
-
-def _load_fewrel(
-    root: str | os.PathLike[str] | None, n_train: int, n_test: int, seed: int, markers: bool
-) -> TaskData:
-    """FewRel from train_wiki.json (the paper's 64 relations) if present, else val_wiki.json, split per relation."""
-    folder = data_root(root) / "fewrel"
-    path = folder / "train_wiki.json"
-    if not path.is_file():
-        path = folder / "val_wiki.json"
-    examples, relation_ids = read_fewrel(path, markers)
-    label_names = fewrel_label_names(path, relation_ids)
-    train, test = balanced_split(examples, n_train, n_test, len(relation_ids), seed,
-                                 source=str(path), label_names=label_names)
-    return TaskData("fewrel", label_names, train, test)

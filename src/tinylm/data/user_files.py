@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.data.errors import DataError
+from tinylm.data.examples import Example, TaskData
 from tinylm.data.hub import hub_where, load_hub_split, parse_hub_name
 from tinylm.data.paths import cache_dir, iter_lines
 from tinylm.data.sampling import stratified_split
-from tinylm.data.tasks import Example, TaskData, clean_text, load_task, sample_task
+from tinylm.data.tasks import clean_text, load_task, sample_task
 
 # File name endings -> the `datasets` reader; any of them may also end in a compression suffix.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json",

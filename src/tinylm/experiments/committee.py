@@ -20,16 +20,17 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinylm.checkpoint import write_json
 from tinylm.committee import hard_vote, soft_vote
 from tinylm.committee.train import finetune_committee, pretrain_committee
 from tinylm.config import FinetuneConfig, PretrainConfig, model_preset, replace
-from tinylm.data import load_task
+from tinylm.data import TaskData
 from tinylm.distributed import is_main_process
-from tinylm.experiments.paper import FIRST_SEED, machine_info, pretrain_quality, results_command
+from tinylm.experiments.pairs import finetune_recipe, load_task_samples, pretrain_quality, sweep_seeds
+from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.run_cache import cached_finetune, cached_pretrain, run_dir
 from tinylm.experiments.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
-from tinylm.inference.evaluate import Classifier, predict_proba
+from tinylm.inference.classify import load_classifier, predict_proba
+from tinylm.tokenizer import load_tokenizer
 from tinylm.validation import TEXT, Allowed, each, instance_of, validate
 
 BOOTSTRAP_SAMPLES = 2000
@@ -90,66 +91,77 @@ def reproduce_committee(
     from tinylm.reports.committee import render_committee_report
 
     out, started = Path(out), time.perf_counter()
-    runs = out / "runs"
     scale = replace(scale, members=members)  # checked like any scale; None keeps the scale's
-    n = scale.members
-    sizes = tuple(k for k in scale.committee_sizes if k <= n)
+    sweep = CommitteeSweep(scale, tuple(k for k in scale.committee_sizes if k <= scale.members), out / "runs",
+                           root, device)
     n_seeds = seeds or scale.seeds
-    task_data = {t: load_task(t, root, train_per_label=scale.samples[t][0], test_per_label=scale.samples[t][1],
-                              seed=scale.finetune.data_seed, source=scale.finetune.data_source) for t in tasks}
+    task_data = load_task_samples(scale, tasks, root)
     records = []
-    for seed in tqdm(range(FIRST_SEED, FIRST_SEED + n_seeds), desc=f"reproduce committee ({scale.name})",
-                     disable=not is_main_process(),
-                     unit="seed"):
-        shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
-        pre_dir = run_dir(runs, f"committee{n}-pretrain", shallow_pre)
-        if not (pre_dir / "summary.json").is_file():
-            pretrain_committee(shallow_pre, n, pre_dir, root=root, device=device)
-        deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
-        deep_dir = cached_pretrain(deep_pre, runs, root, device)
-        for task in tasks:
-            data = task_data[task]
-            ft = replace(scale.finetune, task=task, seed=seed, train_per_label=scale.samples[task][0],
-                         test_per_label=scale.samples[task][1])
-            shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
-            ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft)
-            if not (ft_dir / "metrics.json").is_file():
-                finetune_committee(shallow_ft, n, ft_dir, root=root, device=device, task_data=data)
-            committee_metrics = _read_json(ft_dir / "metrics.json")
-            deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, root, device, data)
-            # The deep model's scratch twin: did pre-training help the model the committee is compared with?
-            deep_scratch = cached_finetune(replace(ft, model=scale.deep_model, tokenizer=scale.pretrain.tokenizer),
-                                           runs, root, device, data)
-            deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
-            member_probs = np.load(ft_dir / "member_probs.npy")
-            labels = np.array([e.label for e in data.test])
-            records.append({
-                "task": task, "seed": seed, "members": n,
-                **committee_record(member_probs, labels, sizes),
-                "deep_accuracy": deep["accuracy"], "deep_scratch_accuracy": deep_scratch["accuracy"],
-                "quality": {"members": member_qualities(pre_dir), "deep": pretrain_quality(deep_dir)},
-                "committee_minus_deep": paired_bootstrap(soft_vote(member_probs).numpy(), deep_probs, labels,
-                                                         seed=seed),
-                "seconds": {"committee_pretrain": _read_json(pre_dir / "summary.json")["seconds"],
-                            "committee_finetune": committee_metrics["train_seconds"],
-                            "deep_pretrain": _read_json(deep_dir / "summary.json")["seconds"],
-                            "deep_finetune": deep["train_seconds"]},
-                "runs": {"committee_pretrain": pre_dir.name, "committee_finetune": ft_dir.name,
-                         "deep_pretrain": deep_dir.name, "deep_finetune": deep["run"]},
-                "pretrain_config": scale.pretrain.to_dict(), "finetune_config": ft.to_dict(),
-            })
-    results = {
-        "experiment": "committee",
-        "command": results_command(),
-        "scale": scale.name, "members": n, "member_model": scale.member_model, "deep_model": scale.deep_model,
-        "committee_sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
-        "pretrain_articles": scale.pretrain.articles, "samples_per_label": {t: scale.samples[t] for t in tasks},
-        "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1), "records": records,
-    }
-    if is_main_process():  # under torchrun every rank runs the sweep (the runs are shared); one writes the report
-        write_json(out / "results.json", results)
-        render_committee_report(results, out)
+    for seed in tqdm(sweep_seeds(n_seeds), desc=f"reproduce committee ({scale.name})",
+                     disable=not is_main_process(), unit="seed"):
+        records += sweep.seed_records(seed, task_data)
+    results = results_document(
+        {"experiment": "committee", "scale": scale.name, "members": scale.members,
+         "member_model": scale.member_model, "deep_model": scale.deep_model, "committee_sizes": list(sweep.sizes),
+         "seeds": n_seeds, "tasks": list(tasks), "pretrain_articles": scale.pretrain.articles,
+         "samples_per_label": {t: scale.samples[t] for t in tasks}},
+        {"records": records}, started=started)
+    write_results(out, results, lambda: render_committee_report(results, out))
     return results
+
+
+@dataclass(frozen=True)
+class CommitteeSweep:
+    """Where and how one committee sweep trains: its scale, the committee sizes it reports, its run cache."""
+
+    scale: CommitteeScale
+    sizes: tuple[int, ...]
+    runs: Path
+    root: str | os.PathLike | None
+    device: str | None
+
+    def seed_records(self, seed: int, task_data: dict[str, TaskData]) -> list[dict[str, Any]]:
+        """Pre-train one seed's committee and deep model, then fine-tune and compare both on every task."""
+        scale, n = self.scale, self.scale.members
+        shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
+        pre_dir = run_dir(self.runs, f"committee{n}-pretrain", shallow_pre)
+        if not (pre_dir / "summary.json").is_file():
+            pretrain_committee(shallow_pre, n, pre_dir, root=self.root, device=self.device)
+        deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
+        deep_dir = cached_pretrain(deep_pre, self.runs, self.root, self.device)
+        return [self.task_record(task, seed, data, pre_dir, deep_dir) for task, data in task_data.items()]
+
+    def task_record(self, task: str, seed: int, data: TaskData, pre_dir: Path, deep_dir: Path) -> dict[str, Any]:
+        """The committee and the deep model (and its scratch twin) fine-tuned on one task, compared on its test."""
+        scale, n, runs = self.scale, self.scale.members, self.runs
+        ft = finetune_recipe(scale, task, seed)
+        shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
+        ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft)
+        if not (ft_dir / "metrics.json").is_file():
+            finetune_committee(shallow_ft, n, ft_dir, root=self.root, device=self.device, task_data=data)
+        committee_metrics = _read_json(ft_dir / "metrics.json")
+        deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, self.root,
+                               self.device, data)
+        # The deep model's scratch twin: did pre-training help the model the committee is compared with?
+        deep_scratch = cached_finetune(replace(ft, model=scale.deep_model, tokenizer=scale.pretrain.tokenizer),
+                                       runs, self.root, self.device, data)
+        deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
+        member_probs = np.load(ft_dir / "member_probs.npy")
+        labels = np.array([e.label for e in data.test])
+        return {
+            "task": task, "seed": seed, "members": n,
+            **committee_record(member_probs, labels, self.sizes),
+            "deep_accuracy": deep["accuracy"], "deep_scratch_accuracy": deep_scratch["accuracy"],
+            "quality": {"members": member_qualities(pre_dir), "deep": pretrain_quality(deep_dir)},
+            "committee_minus_deep": paired_bootstrap(soft_vote(member_probs).numpy(), deep_probs, labels, seed=seed),
+            "seconds": {"committee_pretrain": _read_json(pre_dir / "summary.json")["seconds"],
+                        "committee_finetune": committee_metrics["train_seconds"],
+                        "deep_pretrain": _read_json(deep_dir / "summary.json")["seconds"],
+                        "deep_finetune": deep["train_seconds"]},
+            "runs": {"committee_pretrain": pre_dir.name, "committee_finetune": ft_dir.name,
+                     "deep_pretrain": deep_dir.name, "deep_finetune": deep["run"]},
+            "pretrain_config": scale.pretrain.to_dict(), "finetune_config": ft.to_dict(),
+        }
 
 
 def committee_record(member_probs: np.ndarray, labels: np.ndarray, sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -189,8 +201,7 @@ def member_qualities(pre_dir: Path) -> list[dict[str, Any]]:
 
 
 def _deep_probs(run: Path, texts: list[str], precision: Any) -> np.ndarray:
-    clf = Classifier.load(run / "model")
-    return predict_proba(clf.model, clf.tokenizer, texts, precision=precision)
+    return predict_proba(load_classifier(run / "model"), load_tokenizer(run / "model"), texts, precision=precision)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

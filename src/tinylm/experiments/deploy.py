@@ -34,16 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import write_json
-from tinylm.committee import Committee, load_committee, predict_member_proba, save_committee, soft_vote
+from tinylm.committee import Committee, load_committee, save_committee, soft_vote
 from tinylm.config import FinetuneConfig, config_hash
 from tinylm.data import TaskData
 from tinylm.data.encoding import encode
 from tinylm.experiments.committee import paired_bootstrap
-from tinylm.experiments.paper import machine_info, results_command
+from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.scales import COUNT
+from tinylm.inference.classify import load_classifier, predict_proba
 from tinylm.inference.onnx import default_check_texts, export_onnx, report_path
-from tinylm.inference.predictor import MAX_LENGTH, OnnxRuntime, Predictor, TorchRuntime, load_classifier
+from tinylm.inference.predictor import MAX_LENGTH, OnnxRuntime, Predictor, TorchRuntime
 from tinylm.model import count_parameters
 from tinylm.runtime import configure_threads
 from tinylm.tokenizer import load_tokenizer
@@ -137,18 +137,15 @@ def reproduce_deploy(
         students.append(found["student"])
         comparisons.append(found["comparison"])
     threads = thread_counts()
-    results = {
-        "experiment": "deploy", "command": results_command(), "scale": scale.name, "source": str(source),
+    results = results_document({
+        "experiment": "deploy", "scale": scale.name, "source": str(source),
         "members": committee_run["members"], "member_model": committee_run["member_model"],
         "deep_model": committee_run["deep_model"], "tasks": list(dict.fromkeys(r["task"] for r in records)),
         "threads": threads[0], "all_threads": threads[-1], "batch_size": scale.batch_size,
         "latency_texts": scale.latency_texts, "throughput_batches": scale.throughput_batches,
-        "accuracy_tolerance": scale.accuracy_tolerance, "machine": machine_info(),
-        "seconds": round(time.perf_counter() - started, 1), "rows": rows, "students": students,
-        "comparisons": comparisons,
-    }
-    write_json(out / "results.json", results)
-    render_deploy_report(results, out)
+        "accuracy_tolerance": scale.accuracy_tolerance,
+    }, {"rows": rows, "students": students, "comparisons": comparisons}, started=started)
+    write_results(out, results, lambda: render_deploy_report(results, out))
     return results
 
 
@@ -227,7 +224,7 @@ def group_accuracies(full: Committee, committee_dir: Path, texts: list[str], lab
                      sizes: Sequence[int]) -> dict[int, list[float]]:
     """Soft-vote test accuracy (fp32, texts cut as served) of every disjoint group of k members, for each k: one
     pass of all members."""
-    probs = predict_member_proba(full, load_tokenizer(committee_dir), texts, max_length=MAX_LENGTH)
+    probs = predict_proba(full, load_tokenizer(committee_dir), texts, max_length=MAX_LENGTH, per_member=True)
     return {k: [float(np.mean(soft_vote(probs, range(g * k, (g + 1) * k)).argmax(-1).numpy() == labels))
                 for g in range(full.n // k)] for k in sizes}
 
@@ -268,7 +265,7 @@ def measure(systems: Sequence[System], reports: dict, texts: list[str],
     singles = [texts[i] for i in order[:scale.latency_texts]]
     batches = [[texts[order[(j * scale.batch_size + i) % len(texts)]] for i in range(scale.batch_size)]
                for j in range(scale.throughput_batches)]
-    torch_models = {s.name: TorchRuntime(load_classifier(s.folder)) for s in systems}
+    torch_models = {s.name: TorchRuntime(load_classifier(s.folder, "cpu")) for s in systems}
     saved = torch.get_num_threads()
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     try:
@@ -337,7 +334,7 @@ def row(record: dict[str, Any], system: System, runtime: str, reports: dict, tim
         "bytes": (system.folder / "model.safetensors").stat().st_size if runtime == "torch" else report["bytes"],
     }
     if runtime == "torch":
-        out["parameters"] = count_parameters(load_classifier(system.folder))
+        out["parameters"] = count_parameters(load_classifier(system.folder, "cpu"))
         if system.family == "committee":
             out["accuracy_groups"] = group_acc[system.members]
     if quantize:

@@ -13,39 +13,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinylm.analysis.overlap import OVERLAP_MEASURES, count_tokens, fit_line
+from tinylm.analysis.overlap import OVERLAP_MEASURES, count_tokens
 from tinylm.analysis.selection import objective, rank_by_task_likeness
-from tinylm.analysis.stats import paired_gap
-from tinylm.checkpoint import write_json
 from tinylm.config import replace
-from tinylm.experiments.paper import FIRST_SEED, finetune_pair, machine_info, results_command
+from tinylm.experiments.pairs import finetune_pair, sweep_seeds
+from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.run_cache import cached_pretrain
 from tinylm.experiments.scales import TASK_ORDER, Scale
 from tinylm.experiments.selection import Pool, SubsetChoice, scale_task, subset_id, task_texts, write_subset
-from tinylm.reports.experiments import (
-    Bullets,
-    Heading,
-    Image,
-    Para,
-    Table,
-    fmt_mean_ci,
-    new_figure,
-    to_html,
-    to_markdown,
-)
+from tinylm.reports.arms import ARMS, render_arms_report
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.mlm_quality import heldout_count
-
-ARMS = ("low", "random", "high")
-MEASURES = (*OVERLAP_MEASURES, "mass")
-ARMS_PLOT = "gap_vs_overlap_fixed_size.png"
 
 
 def arm_overlaps(pool: Pool, rows: np.ndarray, eval_counts: np.ndarray) -> dict[str, float]:
@@ -100,7 +84,7 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
             overlaps[(task, arm)] = arm_overlaps(pool, rows, eval_counts)
 
     records = []
-    for seed in tqdm(range(FIRST_SEED, FIRST_SEED + n_seeds), desc="reproduce arms", unit="seed"):
+    for seed in tqdm(sweep_seeds(n_seeds), desc="reproduce arms", unit="seed"):
         pre_cfg = replace(scale.pretrain, articles=size, seed=seed)
         for task in tasks:
             for arm in ARMS:
@@ -116,82 +100,9 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
                                 "runs": {"pretrain": pre_dir.name, "finetune": pretrained["run"],
                                          "scratch": scratch["run"]},
                                 "pretrain_config": pre_cfg.to_dict(), "finetune_config": ft.to_dict()})
-    results = {"command": results_command(), "experiment": "arms", "scale": scale.name, "articles": size,
-               "seeds": n_seeds, "tasks": list(tasks), "machine": machine_info(),
-               "subsets": [c.summary for _, c in arms.values() if c is not None],
-               "seconds": round(time.perf_counter() - started, 1), "records": records}
-    write_json(out / "results.json", results)
-    render_arms_report(results, out)
+    results = results_document({"experiment": "arms", "scale": scale.name, "articles": size, "seeds": n_seeds,
+                                "tasks": list(tasks),
+                                "subsets": [c.summary for _, c in arms.values() if c is not None]},
+                               {"records": records}, started=started)
+    write_results(out, results, lambda: render_arms_report(results, out))
     return results
-
-
-def _groups(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in sorted(records, key=lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99,
-                                            ARMS.index(r["arm"]), r["seed"])):
-        groups.setdefault((r["task"], r["arm"]), []).append(r)
-    return groups
-
-
-def _task_fit(records: Sequence[Mapping[str, Any]], measure: str) -> Any:
-    """Gap (points) on overlap (%) over every run of one task: each seed of each arm is a point."""
-    x = [100 * r["overlap"][measure] for r in records]
-    y = [100 * (r["pretrained_accuracy"] - r["scratch_accuracy"]) for r in records]
-    return fit_line(x, y) if len(set(x)) > 1 else None
-
-
-def render_arms_report(results: Mapping[str, Any], out: str | os.PathLike, measure: str = "mass") -> list[Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = results["records"]
-    groups = _groups(records)
-    rows = []
-    for (task, arm), group in groups.items():
-        gap = paired_gap([g["pretrained_accuracy"] for g in group], [g["scratch_accuracy"] for g in group])
-        rows.append([task, arm, *[f"{100 * group[0]['overlap'][m]:.2f}" for m in MEASURES],
-                     f"{100 * np.mean([g['pretrained_accuracy'] for g in group]):.1f}", fmt_mean_ci(gap, signed=True)])
-    findings = []
-    for task in dict.fromkeys(t for t, _ in groups):
-        task_records = [r for (t, _), g in groups.items() if t == task for r in g]
-        fit = _task_fit(task_records, measure)
-        if fit is None:
-            findings.append(f"{task}: the arms do not differ in {measure} overlap; nothing to fit.")
-            continue
-        verdict = ("the gap rises with overlap at this fixed size" if fit.p_value < 0.05 and fit.slope > 0 else
-                   "the gap falls with overlap at this fixed size" if fit.p_value < 0.05 else
-                   "no significant relation at this fixed size")
-        findings.append(f"{task}: {verdict} (slope {fit.slope:+.2f} gap points per {measure} overlap point, "
-                        f"r = {fit.r:.2f}, p = {fit.p_value:.2g}, {fit.n} runs).")
-    plot = _plot(groups, out / ARMS_PLOT, measure)
-    blocks = [
-        Heading(f"tinylm: the gap against overlap at a fixed pre-training size ({results['articles']:,} articles)", 1),
-        Para(f"Scale {results['scale']}, {results['seeds']} seed(s). Per task, three pre-training subsets of the "
-             "same size: the articles least (low) and most (high) typical of the task's training texts, and the "
-             "experiments' random subset; each pre-trained with the same recipe and fine-tuned next to the same "
-             "scratch twin. Overlap with the task's train + test texts, in percent: token (the paper's), type, "
-             "weighted (a token seen c times counts min(1, c/10)), mass (coverage of the task's token "
-             "distribution at the subset's size). Gap: pre-trained minus scratch accuracy in points, paired by "
-             "seed, with its 95% Student-t half-width."),
-        Table(["Task", "Arm", *[f"{m} overlap (%)" for m in MEASURES], "Pre-trained acc. (%)", "Gap (points)"],
-              rows),
-        Image(plot.name, f"gap vs {measure} overlap at a fixed size"),
-        Bullets(findings),
-    ]
-    (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, out, title="tinylm: overlap at a fixed size"), encoding="utf-8")
-    return [out / "report.md", out / "report.html", plot]
-
-
-def _plot(groups: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]], path: Path, measure: str) -> Path:
-    fig, ax = new_figure()
-    for task in dict.fromkeys(t for t, _ in groups):
-        points = [(100 * r["overlap"][measure], 100 * (r["pretrained_accuracy"] - r["scratch_accuracy"]))
-                  for (t, _), g in groups.items() if t == task for r in g]
-        ax.plot(*zip(*points, strict=True), marker="o", ls="none", label=task)
-    ax.axhline(0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel(f"{measure} overlap with the task (%)")
-    ax.set_ylabel("gap: pre-trained − scratch (points)")
-    ax.set_title("Gap vs overlap at a fixed pre-training size (one point per run)")
-    ax.legend()
-    fig.savefig(path, format="png")
-    return path

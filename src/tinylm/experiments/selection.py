@@ -1,12 +1,12 @@
-"""`tinylm select`, `tinylm estimate` and `tinylm reproduce selection`: pre-training data chosen by overlap.
+"""`tinylm select` and `tinylm estimate`: pre-training data chosen by overlap, and its gap predicted.
 
 - select: rank the articles of a pool (the shared Wikipedia file) by their contribution to token overlap with
   a task's texts (tinylm.analysis.selection) and write the top N as a data folder, OUT/wikipedia/articles.jsonl.gz,
   that `tinylm pretrain --data OUT --articles N` trains on, with OUT/selection.json saying what was chosen.
 - estimate: a candidate subset's overlap with a task, and the gap the stored gap-vs-overlap fit predicts for
   it (tinylm.analysis.gap_fit), with its prediction interval.
-- reproduce selection: pre-train on the selected subset of each task and on the experiments' random subset
-  of the same size, fine-tune both (and the scratch twin) per seed, and compare measured with predicted gaps.
+- `tinylm reproduce selection` (tinylm.experiments.selection_sweep) pre-trains on such selections and compares
+  the measured gaps with the predicted ones.
 
 The articles are chosen from the task's *train* texts by default: choosing pre-training data by the test
 texts would tune the pre-training on the test set. Overlap is then measured as in the experiments, on train +
@@ -27,25 +27,17 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
 
 from tinylm.analysis.gap_fit import GapFit, fit_gap_on_overlap, load_results
 from tinylm.analysis.overlap import DEFAULT_MEASURE, OVERLAP_MEASURES, WEIGHTED_MIN_COUNT, count_tokens
 from tinylm.analysis.selection import DEFAULT_SELECTION_MEASURE, Selection, count_matrix, greedy_select, objective
 from tinylm.checkpoint import write_json
-from tinylm.config import replace
 from tinylm.data import Article, DataError, TaskData, articles_path, data_root, load_articles, load_task, read_articles
 from tinylm.data.wikipedia import ARTICLES_FILE
-from tinylm.experiments.paper import FIRST_SEED, finetune_pair, machine_info, results_command, token_overlaps
-from tinylm.experiments.run_cache import cached_pretrain
-from tinylm.experiments.scales import TASK_ORDER, Scale
+from tinylm.experiments.scales import Scale
 from tinylm.tokenizer import load_tokenizer
 
 SPLITS = ("train", "all")  # which task texts drive the selection: train only (default) or train + test
-# One size per scale keeps the CPU sweep within about half an hour; the paper's 20k is its smallest size
-# (the local pool holds 51,959 articles, so a 40k "selection" would be most of it).
-SELECTION_SIZES: dict[str, tuple[int, ...]] = {"cpu": (2000,), "paper": (20_000,)}
-REPRO_MEASURES: tuple[str, ...] = ("weighted", "mass")
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -63,7 +55,7 @@ class Pool:
     @classmethod
     def load(cls, tokenizer: Any, seq_len: int, path: str | os.PathLike | None = None,
              root: str | os.PathLike | None = None) -> Pool:
-        from tinylm.train.pretrain import encode_cached  # imports torch; only pool users pay for it
+        from tinylm.data.encoding import encode_cached
 
         path = Path(path) if path else articles_path(root)
         articles = list(read_articles(path))
@@ -257,121 +249,10 @@ def estimate(task: str, fit_path: str | os.PathLike, *, subset: str | os.PathLik
         "overlap": measured, "measure": measure, "confidence": confidence,
         "prediction": vars(predictions[measure]),
         "predictions": {name: vars(p) for name, p in predictions.items()},
-        "fit": _fit_summary(fits[measure]),
+        "fit": fit_summary(fits[measure]),
     }
 
 
-def _fit_summary(fit: GapFit) -> dict[str, Any]:
+def fit_summary(fit: GapFit) -> dict[str, Any]:
     """The fit with its points (GapFit.to_dict), so a report can redraw the line and its interval."""
     return {**fit.to_dict(), "overlap_range": [min(fit.x), max(fit.x)]}
-
-
-# ---------------------------------------------------------------- reproduce selection
-
-
-def reproduce_selection(
-    scale: Scale,
-    out: str | os.PathLike,
-    fit_path: str | os.PathLike,
-    *,
-    sizes: tuple[int, ...] | None = None,
-    measures: tuple[str, ...] = REPRO_MEASURES,
-    seeds: int | None = None,
-    tasks: tuple[str, ...] = TASK_ORDER,
-    runs: str | os.PathLike | None = None,
-    root: str | os.PathLike | None = None,
-    device: str | None = None,
-    selection_seed: int = 42,
-    split: str = "train",
-    confidence: float = 0.95,
-    pool_path: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Selected vs random subsets of equal size, per task and seed; writes results.json and the report into out.
-
-    runs: the run cache (default OUT/runs). Point it at the experiments' OUT/runs to re-use their random-subset
-    and scratch runs: those configs are the experiments' own, so they hash to the same folders.
-    pool_path: the articles to select from (default: the data folder's Wikipedia file, the random subsets' pool).
-    """
-    from tinylm.reports.selection import render_selection_report  # matplotlib: only when a report is written
-
-    out, started = Path(out), time.perf_counter()
-    runs_dir = Path(runs) if runs else out / "runs"
-    n_seeds = seeds or scale.seeds
-    sizes = sizes or SELECTION_SIZES.get(scale.name, (min(scale.sizes),))
-    results = load_results(fit_path)
-    fits = {m: _fit_summary(fit_gap_on_overlap(results["records"], m, confidence)) for m in OVERLAP_MEASURES
-            if any(m in (r.get("overlap") or {}) for r in results["records"])}
-    # Load and check every task sample first, so bad data fails before any training.
-    task_data = {t: scale_task(scale, t, root) for t in tasks}
-
-    # The selections: one per (task, size, measure), written as data folders under RUNS/subsets.
-    tokenizer = load_tokenizer(scale.pretrain.tokenizer, root)
-    pool = Pool.load(tokenizer, scale.pretrain.seq_len, pool_path, root)
-    choices: dict[tuple[str, int, str], tuple[SubsetChoice, Path]] = {}
-    for task in tasks:
-        for size in sizes:
-            for measure in measures:
-                choice = choose_subset(pool, tokenizer, task_data[task], size, measure=measure, seed=selection_seed,
-                                       split=split, seq_len=scale.pretrain.seq_len,
-                                       random_seed=scale.pretrain.data_seed)
-                folder = runs_dir / "subsets" / f"{task}-{measure}-{size}-{choice.id}"
-                if not (folder / "selection.json").is_file():
-                    write_subset(folder, choice, root)
-                choices[(task, size, measure)] = (choice, folder)
-    random_overlap = token_overlaps(scale, sizes, task_data, root)
-
-    records: list[dict[str, Any]] = []
-    plan = [(seed, size) for seed in range(FIRST_SEED, FIRST_SEED + n_seeds) for size in sizes]
-    for seed, size in tqdm(plan, desc=f"reproduce selection ({scale.name})", unit="seed"):
-        pre_cfg = replace(scale.pretrain, articles=size, seed=seed)
-        random_dir = cached_pretrain(pre_cfg, runs_dir, root, device)
-        for task in tasks:
-            pretrained, scratch, ft = finetune_pair(scale, task, seed, random_dir, runs_dir, root, device,
-                                                    task_data[task])
-            records.append(_record("random", None, task, size, seed, random_dir, pretrained, scratch, pre_cfg, ft,
-                                   random_overlap[(task, size)], None))
-            for measure in measures:
-                choice, folder = choices[(task, size, measure)]
-                # Same recipe and seed; only the articles differ: the data folder holds just the selected ones.
-                sel_dir = cached_pretrain(pre_cfg, runs_dir, folder, device, kind=f"pretrain-selected-{choice.id}")
-                pretrained, scratch, ft = finetune_pair(scale, task, seed, sel_dir, runs_dir, root, device,
-                                                        task_data[task])
-                records.append(_record("selected", measure, task, size, seed, sel_dir, pretrained, scratch, pre_cfg,
-                                       ft, choice.summary["overlap"], choice.id))
-
-    summary = {
-        "command": results_command(),
-        "scale": scale.name, "sizes": list(sizes), "seeds": n_seeds, "tasks": list(tasks),
-        "measures": list(measures), "split": split, "selection_seed": selection_seed,
-        "samples_per_label": {t: scale.samples[t] for t in tasks},
-        "pool": {"path": str(pool.path), "articles": len(pool.articles)},
-        "fit_source": _shown(fit_path), "fit": fits, "confidence": confidence,
-        "selections": [{**c.summary, "first": [a.title for a in c.articles[:10]]} for c, _ in choices.values()],
-        "machine": machine_info(), "seconds": round(time.perf_counter() - started, 1), "records": records,
-    }
-    write_json(out / "results.json", summary)
-    render_selection_report(summary, out)
-    return summary
-
-
-def _shown(path: str | os.PathLike) -> str:
-    """A path relative to the working folder where it lies below it (reports stay readable on other machines)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-def _record(arm: str, measure: str | None, task: str, size: int, seed: int, pre_dir: Path, pretrained: dict[str, Any],
-            scratch: dict[str, Any], pre_cfg: Any, ft: Any, overlap: dict[str, float],
-            selection: str | None) -> dict[str, Any]:
-    pre_seconds = float(json.loads((pre_dir / "summary.json").read_text())["seconds"])
-    return {
-        "arm": arm, "measure": measure, "selection": selection, "task": task, "articles": size, "seed": seed,
-        "pretrained_accuracy": pretrained["accuracy"], "scratch_accuracy": scratch["accuracy"],
-        "pretrained_macro_f1": pretrained["macro_f1"], "scratch_macro_f1": scratch["macro_f1"],
-        "overlap": overlap,
-        "seconds": round(pre_seconds + pretrained["train_seconds"] + scratch["train_seconds"], 1),
-        "timings": {"pretrain": pre_seconds, "finetune": pretrained["train_seconds"],
-                    "scratch": scratch["train_seconds"]},
-        "runs": {"pretrain": pre_dir.name, "finetune": pretrained["run"], "scratch": scratch["run"]},
-        "pretrain_config": pre_cfg.to_dict(), "finetune_config": ft.to_dict(),
-    }

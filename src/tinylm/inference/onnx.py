@@ -2,7 +2,7 @@
 
 The graph takes input_ids and attention_mask (int64 [batch, sequence], both axes dynamic) and returns
 probabilities (float32 [batch, labels]): inference.ProbabilityGraph traced, i.e. for a committee the mean of its
-members' softmaxes (the soft vote) computed by committee.py's stacked, batched forward pass, so N members are one
+members' softmaxes (the soft vote) computed by the committee's stacked, batched forward pass, so N members are one
 graph with one op sequence, not N graphs; a plain model is exported as a committee of one (the same function,
 with the last layer at [CLS] only).
 
@@ -10,7 +10,8 @@ Why the TorchScript exporter (dynamo=False): model.py and committee.py skip the 
 no padding (`if not bool(attention_mask.all())`), a data-dependent branch that torch.export refuses. Tracing
 records the branch taken by the example batch, so the example is padded: the graph always applies the mask, and a
 mask of ones is exactly no mask. Other traced constants (the sequence-length check, committee chunking) are
-either checked by the caller (encode truncates to the model's positions) or switched off for the export.
+either checked by the caller (encode truncates to the model's positions) or switched off for the export, and
+committee/ops.py's layer norm passes its size as a Python int, which the ONNX LayerNormalization symbolic needs.
 
 int8 (`quantize="int8"`): the checked fp32 graph through ONNX Runtime's dynamic quantization (weights stored as int8,
 activations quantized per batch at run time; no calibration data needed). Its probabilities differ from PyTorch's by
@@ -32,19 +33,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-import tinylm.committee as committee_module
 from tinylm.checkpoint import write_json
 from tinylm.committee import Committee
 from tinylm.data import DataError, Example, TaskData
-from tinylm.inference.predictor import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder, encode, load_classifier
+from tinylm.data.encoding import encode
+from tinylm.inference.classify import load_classifier
+from tinylm.inference.predictor import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder
 from tinylm.tokenizer import load_tokenizer
 
 OPSET = 17  # the first opset with LayerNormalization; onnxruntime >= 1.14 runs it
 # Parity: the largest absolute difference between PyTorch's and ONNX Runtime's class probabilities (fp32 both) over
-# the check texts. Measured differences are ~1e-7 (float rounding of a reordered but identical computation).
+# the check texts; float rounding of a reordered but identical computation stays far below it.
 PARITY_TOLERANCE = 1e-5
 CHECK_TEXTS = 64
 CHECK_BATCH = 8  # parity batches of 8 mix lengths, so padding and the attention mask are exercised
@@ -53,28 +53,12 @@ QUANTIZE = ("int8",)
 ACCURACY_TOLERANCE = 0.5  # accuracy points on the test sample a graph may lose against PyTorch fp32
 
 
-class _StaticLayerNormShapes:
-    """torch.nn.functional, except that layer_norm's normalized_shape is made of Python ints.
-
-    committee.py passes (x.shape[-1],); under tracing that size is a graph value, which the ONNX LayerNormalization
-    symbolic refuses. The hidden size is fixed, so turning it into a constant changes nothing else."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(F, name)
-
-    @staticmethod
-    def layer_norm(x: Tensor, normalized_shape: Sequence[Any], *args: Any, **kwargs: Any) -> Tensor:
-        return F.layer_norm(x, tuple(int(s) for s in normalized_shape), *args, **kwargs)
-
-
 @contextlib.contextmanager
 def _exportable(committee: Committee) -> Iterator[None]:
     """Export-time settings: no committee chunking (a traced chunk count would be baked in for the example's
-    shape), static layer-norm shapes in committee.py, and no tracer warnings about the traced branches."""
+    shape), and no tracer warnings about the traced branches."""
     chunking = committee.chunk_elements
     committee.chunk_elements = 0
-    saved_f = committee_module.F
-    committee_module.F = _StaticLayerNormShapes()  # type: ignore[assignment]
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -82,7 +66,6 @@ def _exportable(committee: Committee) -> Iterator[None]:
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
-        committee_module.F = saved_f
         committee.chunk_elements = chunking
 
 
@@ -140,33 +123,48 @@ def export_onnx(
     graph = Path(out) if out else folder / (INT8_FILE if quantize else ONNX_FILE)
     graph.parent.mkdir(parents=True, exist_ok=True)
     info = describe_folder(folder)
-    tokenizer = load_tokenizer(folder)
-    # Two texts of different lengths: a padded example, so the traced graph keeps the attention mask.
-    example = encode(tokenizer, ["a short text", "a somewhat longer text, so that the first one is padded"],
-                     info["max_length"])
-    graph_module = ProbabilityGraph(load_classifier(folder).cpu()).eval()
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-               "probabilities": {0: "batch"}}
     tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
-    with _exportable(graph_module.committee):
-        torch.onnx.export(
-            graph_module, (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"])),
-            str(tmp), input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
-            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-        )
-    graph_module.eval()  # the exporter restores the module's training flag onto every submodule
+    trace(folder, tmp, info["max_length"], opset)
     texts = check_texts if check_texts is not None else default_check_texts()
-    check = parity(folder, tmp, texts)
     report: dict[str, Any] = {
         "source": str(folder), "onnx": str(graph), "opset": opset, **info, "quantize": quantize,
         "inputs": {"input_ids": "int64 [batch, sequence]", "attention_mask": "int64 [batch, sequence]"},
         "output": {"probabilities": "float32 [batch, labels]" + (", the soft vote" if info["members"] else "")},
-        "parity": {**check, "tolerance": tolerance, "reference": "PyTorch fp32, same encoded batches"},
-        "versions": _versions(),
-        "seconds": 0.0,
     }
+    written = _checked(report, folder, tmp, texts, tolerance, quantize, accuracy_tolerance, task_data, root)
+    os.replace(written, graph)
+    report["bytes"] = graph.stat().st_size
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(report_path(graph), report)
+    return report
+
+
+def trace(folder: Path, out: Path, max_length: int, opset: int) -> None:
+    """Trace the folder's ProbabilityGraph (on the CPU) into the ONNX file `out`, batch and sequence dynamic."""
+    # Two texts of different lengths: a padded example, so the traced graph keeps the attention mask.
+    texts = ["a short text", "a somewhat longer text, so that the first one is padded"]
+    example = encode(load_tokenizer(folder), texts, max_length)
+    graph_module = ProbabilityGraph(load_classifier(folder, "cpu")).eval()
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+               "probabilities": {0: "batch"}}
+    with _exportable(graph_module.committee):
+        torch.onnx.export(
+            graph_module, (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"])),
+            str(out), input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+        )
+
+
+def _checked(report: dict[str, Any], folder: Path, tmp: Path, texts: Sequence[str], tolerance: float,
+             quantize: str | None, accuracy_tolerance: float | None, task_data: TaskData | None,
+             root: str | os.PathLike | None) -> Path:
+    """Check the traced fp32 graph `tmp` (parity), quantize it if asked, check the result's accuracy; fills in the
+    report and returns the graph to keep. Every temporary graph is deleted; a failing one too, and the call raises."""
     written = tmp
     try:
+        check = parity(folder, tmp, texts)
+        report.update(parity={**check, "tolerance": tolerance, "reference": "PyTorch fp32, same encoded batches"},
+                      versions=_versions(), seconds=0.0)
         if not check["max_abs_diff"] <= tolerance:  # also catches NaN
             raise RuntimeError(f"ONNX parity check failed: max |p_torch - p_onnx| = {check['max_abs_diff']:.3g} "
                                f"> tolerance {tolerance:g} on {check['texts']} texts")
@@ -185,11 +183,7 @@ def export_onnx(
     finally:
         if written != tmp:  # the fp32 graph that was quantized
             tmp.unlink(missing_ok=True)
-    os.replace(written, graph)
-    report["bytes"] = graph.stat().st_size
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(report_path(graph), report)
-    return report
+    return written
 
 
 def quantize_int8(graph: Path, out: Path) -> dict[str, Any]:
@@ -267,5 +261,5 @@ def _versions() -> dict[str, str]:
 
 __all__ = [
     "ACCURACY_TOLERANCE", "INT8_FILE", "OPSET", "PARITY_TOLERANCE", "ProbabilityGraph", "default_check_texts",
-    "export_onnx", "graph_accuracy", "parity", "quantize_int8", "report_path", "stored_test_sample",
+    "export_onnx", "graph_accuracy", "parity", "quantize_int8", "report_path", "stored_test_sample", "trace",
 ]

@@ -1,9 +1,10 @@
-"""Texts in, class probabilities out, through PyTorch or ONNX Runtime, with one shared preprocessing step.
+"""Texts in, labels and class probabilities out, through PyTorch or ONNX Runtime: what `tinylm predict` and the
+HTTP server answer with.
 
-`encode` (tokenise, truncate, pad) is the only place where texts become arrays, so the PyTorch path, the ONNX
-path, the ONNX parity check and the HTTP server all feed a model exactly the same ids. A runtime is a callable
-(input_ids, attention_mask) -> probabilities [B, C]; `Predictor` adds the tokenizer, the labels and batching
-by length. Plain fine-tuned models and soft committees are both handled (a committee answers with its soft vote).
+A runtime is a callable (input_ids, attention_mask) -> probabilities [B, C]; `Predictor` adds the tokenizer, the
+labels and classify.by_length, the batching every prediction path shares, so the PyTorch path, the ONNX path, the
+ONNX parity check and the server all feed a model exactly the same ids. Plain fine-tuned models and soft committees
+are both handled (a committee answers with its soft vote).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import label_names_of, load_model, read_model_config
-from tinylm.committee import Committee, is_committee_folder, load_committee
-from tinylm.data.encoding import encode, map_by_length  # encode: onnx_export uses it from here too
-from tinylm.inference.evaluate import format_predictions
+from tinylm.checkpoint import label_names_of, read_model_config
+from tinylm.committee import Committee, is_committee_folder
+from tinylm.inference.classify import (
+    ClassifierModel,
+    by_length,
+    class_probabilities,
+    format_predictions,
+    load_classifier,
+)
 from tinylm.model import BertForClassification
-from tinylm.runtime import pick_device
 from tinylm.tokenizer import load_tokenizer
 
 RuntimeName = Literal["torch", "onnx"]
@@ -42,30 +47,28 @@ class Runtime(Protocol):
 class ProbabilityGraph(nn.Module):
     """ids and mask in, class probabilities out: what both runtimes compute (the ONNX graph is this module, traced).
 
-    A committee answers with its soft vote (the mean of its members' softmaxes). A plain model runs as a committee
-    of one, for committee.py's inference path: its last layer computes queries, attention output and feed-forward
-    at [CLS] only, the same function (equal up to float rounding) with about 40 % fewer FLOPs for the 2-layer demo
-    model."""
+    A committee answers with its soft vote (classify.class_probabilities). A plain model runs as a committee of one
+    sharing its weights, for the committee's inference path: its last layer computes queries, attention output and
+    feed-forward at [CLS] only, the same function (equal up to float rounding) with fewer FLOPs."""
 
-    def __init__(self, model: BertForClassification | Committee):
+    def __init__(self, model: ClassifierModel):
         super().__init__()
         if isinstance(model, BertForClassification):
-            model = Committee.from_members([model])
+            model = Committee.sharing(model)
         if not isinstance(model, Committee) or model.head != "classification":
             raise ValueError(f"not a classifier: {type(model).__name__}")
         self.committee = model.eval()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        logits = self.committee(input_ids, attention_mask).logits  # [members, batch, labels]
-        return torch.softmax(logits.float(), dim=-1).mean(0)
+        return class_probabilities(self.committee, input_ids, attention_mask)
 
 
 class TorchRuntime:
-    """A tinylm classifier or committee in PyTorch, fp32."""
+    """A tinylm classifier or committee in PyTorch, fp32, on the device its weights are on."""
 
     name = "torch"
 
-    def __init__(self, model: BertForClassification | Committee):
+    def __init__(self, model: ClassifierModel):
         self.graph = ProbabilityGraph(model).eval()
         self.device = next(self.graph.parameters()).device
 
@@ -96,18 +99,6 @@ class OnnxRuntime:
         return self.session.run(["probabilities"], feeds)[0]
 
 
-def load_classifier(folder: Path) -> BertForClassification | Committee:
-    """A fine-tuned model folder's classifier: a BertForClassification, or a classification Committee."""
-    if is_committee_folder(folder):
-        committee = load_committee(folder)
-        if committee.head != "classification":
-            raise ValueError(f"{folder}: an MLM committee gives no class probabilities")
-        return committee
-    model = load_model(folder, head="classification")
-    assert isinstance(model, BertForClassification)
-    return model
-
-
 def describe_folder(folder: Path) -> dict[str, Any]:
     """What a client may want to know about a model folder: kind, members, labels, positions."""
     cfg, raw = read_model_config(folder)
@@ -122,7 +113,10 @@ def describe_folder(folder: Path) -> dict[str, Any]:
 
 @dataclass
 class Predictor:
-    """A fine-tuned model folder (plain or committee) behind one runtime: texts in, labels and probabilities out."""
+    """A fine-tuned model folder (plain or committee) behind one runtime: texts in, labels and probabilities out.
+
+    `model` is the PyTorch classifier behind the torch runtime (None behind an ONNX graph), for callers that
+    evaluate it with classify.predict_proba at another precision or batch size."""
 
     runtime: Runtime
     tokenizer: PreTrainedTokenizerFast
@@ -130,6 +124,7 @@ class Predictor:
     max_length: int
     source: Path
     info: dict[str, Any] = field(default_factory=dict)
+    model: ClassifierModel | None = None
 
     @classmethod
     def load(
@@ -140,12 +135,16 @@ class Predictor:
         device: str | None = None,
         onnx_path: str | os.PathLike | None = None,
     ) -> Predictor:
+        """A model, committee or run folder behind `runtime`; torch runs on `device` (default: CUDA when present),
+        onnx on the CPU, from `onnx_path` (default: the folder's model.onnx)."""
         from tinylm.train.pretrain import model_folder
 
         folder = model_folder(path)
         info = describe_folder(folder)
+        model = None
         if runtime == "torch":
-            backend: Runtime = TorchRuntime(load_classifier(folder).to(pick_device(device)))
+            model = load_classifier(folder, device)
+            backend: Runtime = TorchRuntime(model)
         elif runtime == "onnx":
             graph = Path(onnx_path) if onnx_path else folder / ONNX_FILE
             if not graph.is_file():
@@ -156,18 +155,14 @@ class Predictor:
             info["onnx_file"] = str(graph)
         else:
             raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-        return cls(backend, load_tokenizer(folder), info["labels"], info["max_length"], folder, info)
+        return cls(backend, load_tokenizer(folder), info["labels"], info["max_length"], folder, info, model)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, float32 [len(texts), C]; texts are batched by length to keep padding small."""
-        def run(batch: list[str]) -> np.ndarray:
-            enc = encode(self.tokenizer, batch, self.max_length)
-            return self.runtime(enc["input_ids"], enc["attention_mask"])
-
-        return map_by_length(texts, run, batch_size, (), len(self.label_names))
+        return by_length(self.runtime, self.tokenizer, texts, self.max_length, batch_size, len(self.label_names))
 
     def format(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        """Rows of probabilities -> [{"label", "probabilities": {name: p}}] (as evaluate.Classifier.predict)."""
+        """Rows of probabilities -> [{"label", "probabilities": {name: p}}]."""
         return format_predictions(probs, self.label_names)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
@@ -175,3 +170,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.source), "runtime": self.runtime.name, **self.info}
+
+
+__all__ = ["MAX_LENGTH", "ONNX_FILE", "RUNTIMES", "OnnxRuntime", "Predictor", "ProbabilityGraph", "Runtime",
+           "RuntimeName", "TorchRuntime", "describe_folder"]

@@ -14,12 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from tinylm.analysis.stats import mean_ci
-from tinylm.reports.experiments import Block, Bullets, Heading, Image, Para, Table, _task_key, to_html, to_markdown
+from tinylm.reports.render import Block, Bullets, Heading, Image, Para, Table, by_task, new_canvas, pct, write_report
 
 PLOT = "frontier.png"
 STUDENT_POINTS = 1.0  # the issue's targets: within 1 point of the committee ...
@@ -29,13 +27,6 @@ MARKERS = {"torch": "o", "onnx": "s", "onnx-int8": "^"}
 COLORS = {"deep": "black", "committee": "tab:blue", "student": "tab:red"}
 
 Row = Mapping[str, Any]
-
-
-def _tasks(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = {}
-    for r in sorted(rows, key=lambda r: _task_key(r["task"])):
-        out.setdefault(r["task"], []).append(r)
-    return out
 
 
 def _get(rows: Sequence[Row], system: str, seed: int) -> Row:
@@ -55,9 +46,8 @@ def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_frontier(results: Mapping[str, Any], path: Path) -> Path:
     """Accuracy against p50 batch-1 latency (one thread, log axis), every system and runtime, frontier drawn."""
-    tasks = _tasks(results["rows"])
-    fig = Figure(figsize=(5.0 * len(tasks), 4.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    tasks = by_task(results["rows"])
+    fig = new_canvas((5.0 * len(tasks), 4.2))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, (task, rows) in zip(axes, tasks.items(), strict=True):
         for r in rows:
@@ -124,7 +114,7 @@ def _ms(r: Row, all_threads: bool = False) -> str:
 
 def build_deploy_blocks(results: Mapping[str, Any], figure: str | None) -> list[Block]:
     rows, n = results["rows"], results["members"]
-    tasks = _tasks(rows)
+    tasks = by_task(rows)
     machine = results["machine"]
     blocks: list[Block] = [
         Heading(f"tinylm deploy: a committee of {n} x {results['member_model']}, {results['deep_model']}, and a "
@@ -152,21 +142,21 @@ def build_deploy_blocks(results: Mapping[str, Any], figure: str | None) -> list[
         blocks.append(Heading(task, 2))
         seeds = len({r["seed"] for r in task_rows}) > 1
         blocks.append(Table(header, [[r["system"] + (f" (seed {r['seed']})" if seeds else ""), r["runtime"],
-                                      f"{100 * r['accuracy']:.1f}", _ms(r), f"{r['throughput_batch64']:.0f}",
+                                      pct(r["accuracy"]), _ms(r), f"{r['throughput_batch64']:.0f}",
                                       _ms(r, True), f"{r['throughput_batch64_all_threads']:.0f}",
                                       f"{r['bytes'] / 1e6:.1f}"] for r in task_rows]))
         groups = [r for r in task_rows if r.get("accuracy_groups") and len(r["accuracy_groups"]) > 1]
         if groups:
             blocks.append(Para("Smaller committees, every disjoint group of members (fp32): " + "; ".join(
-                f"{r['system']}: " + ", ".join(f"{100 * a:.1f}" for a in r["accuracy_groups"]) for r in groups)
+                f"{r['system']}: " + ", ".join(pct(a) for a in r["accuracy_groups"]) for r in groups)
                 + " (the table's row is group 0, the one timed)."))
     blocks.append(Heading("Students", 2))
     blocks.append(Table(
         ["Task", "Seed", "Steps", "Labelled", "Unlabeled", "Train s", "Student (%)", "Committee (%)",
          "Agreement (%)"],
         [[s["task"], str(s["seed"]), str(s["steps"]), str(s["train_examples"]), str(s["unlabeled_examples"]),
-          f"{s['train_seconds']:.0f}", f"{100 * s['accuracy']:.1f}", f"{100 * s['teacher_accuracy']:.1f}",
-          f"{100 * s['agreement']:.1f}"] for s in results["students"]]))
+          f"{s['train_seconds']:.0f}", pct(s["accuracy"]), pct(s["teacher_accuracy"]), pct(s["agreement"])]
+         for s in results["students"]]))
     return blocks
 
 
@@ -176,13 +166,9 @@ def render_deploy_report(results: Mapping[str, Any] | str | os.PathLike, out_dir
         results = json.loads(Path(results).read_text())
     if not results.get("rows"):
         raise ValueError("no deploy rows to report")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plot = plot_frontier(results, out / PLOT)
-    blocks = build_deploy_blocks(results, PLOT)
-    (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, out, title="tinylm deploy report"), encoding="utf-8")
-    return [out / "report.md", out / "report.html", plot]
+    return write_report(out_dir, "tinylm deploy report",
+                        lambda figures: build_deploy_blocks(results, figures.get(PLOT)),
+                        {PLOT: lambda p: plot_frontier(results, p)})
 
 
 __all__ = ["build_deploy_blocks", "frontier", "plot_frontier", "render_deploy_report"]

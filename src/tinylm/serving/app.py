@@ -68,12 +68,11 @@ def _validation_answer(err: RequestValidationError) -> JSONResponse:
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving `predictor` within `settings`' limits; its micro-batcher runs while the app does."""
     settings = settings or ServeSettings()
-    PredictRequest = request_model(settings)
     batcher = MicroBatcher(lambda texts: predictor.predict_proba(texts, batch_size=settings.chunk),
                            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                            max_queue=settings.max_queue)
-    info = {**predictor.describe(), "version": tinylm.__version__, "limits": settings.to_dict()}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +91,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     app.state.batcher = batcher
     app.state.predictor = predictor
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    _add_routes(app, predictor, batcher, settings)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error in the one JSON shape: validation (400/422), HTTP errors (404, 405, ...), and bugs (500)."""
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -105,6 +111,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def _on_bug(_: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
         return error(500, "internal server error")
+
+
+def _add_routes(app: FastAPI, predictor: Predictor, batcher: MicroBatcher, settings: ServeSettings) -> None:
+    PredictRequest = request_model(settings)
+    info = {**predictor.describe(), "version": tinylm.__version__, "limits": settings.to_dict()}
 
     @app.post("/predict", response_model=PredictResponse | PredictBatchResponse, responses=ERRORS)
     async def predict(body: PredictRequest) -> Any:  # type: ignore[valid-type]
@@ -133,5 +144,3 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def model_info() -> dict[str, Any]:
         """The model behind the server: folder, kind (model or committee), labels, runtime, tinylm version."""
         return info
-
-    return app

@@ -35,9 +35,8 @@ from tinylm.checkpoint import save_model, write_json
 from tinylm.committee import Committee, extract_member, is_committee_folder
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData, load_articles
-from tinylm.data.encoding import encode, map_by_length
+from tinylm.inference.classify import load_classifier, predict_proba
 from tinylm.inference.evaluate import classification_metrics
-from tinylm.inference.predictor import ProbabilityGraph, load_classifier
 from tinylm.model import IGNORE_INDEX, BertForClassification, ModelOutput
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer
@@ -84,25 +83,18 @@ class DistillBatches(ClassificationBatches):
         return batch
 
 
-@torch.inference_mode()
 def soft_targets(teacher: Committee, tokenizer: Any, texts: Sequence[str], temperature: float, max_length: int,
                  device: torch.device | None = None, batch_size: int = 64) -> np.ndarray:
     """The teacher's softened vote, float32 [len(texts), C]: the mean over members of softmax(logits / T), in
     fp32 (at T = 1, the committee's soft vote)."""
-    device = device or next(teacher.parameters()).device
-    teacher.eval()
-
-    def run(batch: list[str]) -> np.ndarray:
-        enc = {k: torch.from_numpy(v).to(device) for k, v in encode(tokenizer, batch, max_length).items()}
-        logits = teacher(enc["input_ids"], enc["attention_mask"]).logits  # [members, batch, labels]
-        return torch.softmax(logits.float() / temperature, dim=-1).mean(0).cpu().numpy()
-
-    return map_by_length(texts, run, batch_size, (), teacher.num_labels or 0)
+    return predict_proba(teacher, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device,
+                         temperature=temperature)
 
 
 def load_teacher(folder: Path) -> Committee:
-    """A classification committee, or a single fine-tuned model as a committee of one."""
-    return ProbabilityGraph(load_classifier(folder)).committee
+    """A classification committee, or a single fine-tuned model as a committee of one (on the CPU)."""
+    model = load_classifier(folder, "cpu")
+    return model if isinstance(model, Committee) else Committee.sharing(model)
 
 
 def folder_meta(folder: Path) -> dict[str, Any]:
@@ -256,8 +248,6 @@ def distill(
 def _test_scores(student: BertForClassification, tokenizer: Any, teacher: Committee, teacher_tokenizer: Any,
                  task: TaskData, max_length: int, device: torch.device) -> dict[str, Any]:
     """Student and teacher (soft vote, T = 1) on the test sample, both in fp32, and their agreement."""
-    from tinylm.inference.evaluate import predict_proba
-
     texts = [e.text for e in task.test]
     y = [e.label for e in task.test]
     student_pred = predict_proba(student, tokenizer, texts, max_length=max_length, device=device).argmax(1)

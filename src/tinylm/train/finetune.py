@@ -150,17 +150,23 @@ def finetune(
         barrier(world)
         return result  # interrupted on purpose (stop_after): the checkpoint holds the state
     if world.is_main:
-        # Evaluated where it trained (a GPU evaluates the test sample in seconds); saved from the CPU.
-        metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
-                                 precision=cfg.precision)
-        result.update(metrics)
-        if task.validation:
-            scores = evaluate_model(model, tokenizer, task.validation, task.label_names, max_length=max_length,
-                                    precision=cfg.precision)
-            result["validation"] = {"examples": len(task.validation), "accuracy": scores["accuracy"],
-                                    "macro_f1": scores["macro_f1"]}
-        save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
-                   extra={"finetune": cfg.to_dict(), "metrics": metrics})
-        write_json(out / "metrics.json", result)
+        _evaluate_and_save(model, tokenizer, task, cfg, out, max_length, result)
     barrier(world)  # every rank returns with the run folder complete and rank 0's metrics
     return result if world.is_main else json.loads((out / "metrics.json").read_text())
+
+
+def _evaluate_and_save(model: BertForClassification, tokenizer: PreTrainedTokenizerFast, task: TaskData,
+                       cfg: FinetuneConfig, out: Path, max_length: int, result: dict[str, Any]) -> None:
+    """Score the test (and validation) sample into `result`, then write out/model and out/metrics.json."""
+    # Evaluated where it trained (a GPU evaluates the test sample in seconds); saved from the CPU.
+    metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
+                             precision=cfg.precision)
+    result.update(metrics)
+    if task.validation:
+        scores = evaluate_model(model, tokenizer, task.validation, task.label_names, max_length=max_length,
+                                precision=cfg.precision)
+        result["validation"] = {"examples": len(task.validation), "accuracy": scores["accuracy"],
+                                "macro_f1": scores["macro_f1"]}
+    save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
+               extra={"finetune": cfg.to_dict(), "metrics": metrics})
+    write_json(out / "metrics.json", result)

@@ -11,12 +11,8 @@ would; only rank 0 writes checkpoints, logs and the progress bar, and every rank
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +27,7 @@ from tqdm.auto import tqdm
 from tinylm.checkpoint import atomic_dir, write_json
 from tinylm.config import Precision
 from tinylm.distributed import SINGLE, World, data_parallel, global_mean_loss, shard_batch, weighted_loss
-from tinylm.runtime import autocast, effective_precision, step_seed
+from tinylm.runtime import autocast, effective_precision, step_seed, tune_cpu_allocator
 
 Batch = dict[str, Tensor]
 CHECKPOINT = "checkpoint"
@@ -79,44 +75,6 @@ def lr_at(cfg: LoopConfig, step: int, epoch: int, steps_per_epoch: int) -> float
     if t < warmup:
         return cfg.lr * (t + 1) / warmup
     return cfg.lr * max(0.0, (total - t) / max(1, total - warmup))
-
-
-_ALLOCATOR_TUNED = False
-
-
-def tune_cpu_allocator(enable: bool = True) -> bool:
-    """Make glibc keep freed memory in the process: no mmap for large blocks, no trimming of the heap.
-
-    A training step frees and re-allocates the same large activation buffers every step. By default glibc
-    serves each block over its mmap threshold with a fresh mapping that the kernel zeroes and faults in again,
-    step after step (on the 2-core reference machine: 6 % of a BERT-6 step, 3x the cost of filling a fresh
-    50 MB tensor). Process-wide; the process keeps its peak memory. That suits one model's steady shapes, but
-    not a 32-member committee, whose many large blocks of varying size fragment a heap that is never trimmed:
-    its resident memory grew past 21 GB in 250 pre-training steps (under 4 GB with glibc's defaults), so
-    committees train with `enable=False`, which restores the defaults. Returns whether the tuning is in force:
-    never off Linux/glibc, nor with TINYLM_TUNE_MALLOC=0.
-    """
-    global _ALLOCATOR_TUNED
-    if enable == _ALLOCATOR_TUNED:
-        return _ALLOCATOR_TUNED
-    if os.environ.get("TINYLM_TUNE_MALLOC", "1") == "0" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # mallopt parameters from glibc's malloc.h
-    if enable:
-        ok = libc.mallopt(m_mmap_max, 0) == 1
-        ok = ok and libc.mallopt(m_trim_threshold, 1 << 40) == 1 and libc.mallopt(m_top_pad, 64 << 20) == 1
-        _ALLOCATOR_TUNED = ok
-    else:  # glibc's defaults
-        libc.mallopt(m_mmap_max, 65536)
-        libc.mallopt(m_trim_threshold, 128 * 1024)
-        libc.mallopt(m_top_pad, 128 * 1024)
-        libc.malloc_trim(0)
-        _ALLOCATOR_TUNED = False
-    return _ALLOCATOR_TUNED
 
 
 def make_optimizer(model: nn.Module, cfg: LoopConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -221,63 +179,76 @@ def train_loop(
     opt = optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = load_checkpoint(out, model, opt, meta) or LoopState()
-    step_model = data_parallel(model, world, device)
-    if compile:
-        step_model = torch.compile(step_model)  # type: ignore[assignment]
+    step_model = _step_model(model, world, device, compile)
     steps_per_epoch = len(epoch_batches(0))
-    total = cfg.epochs * steps_per_epoch
-    if total < 1:  # the caller would save an untrained model as a trained one
-        raise ValueError(f"{cfg.desc}: {cfg.epochs} epochs of {steps_per_epoch} batches is no optimizer step; "
-                         "nothing to train on")
+    total = _total_steps(cfg, steps_per_epoch)
     writes = world.is_main  # checkpoints and logs: one writer, every rank reads them on resume
     bar = tqdm(total=total, initial=state.step, desc=cfg.desc, unit="step", dynamic_ncols=True,
                disable=not (writes if progress is None else progress))
     log = (out / "log.jsonl").open("a") if writes else None
-    t0 = time.perf_counter()
-    while state.epoch < cfg.epochs:
-        batches = epoch_batches(state.epoch)
-        while state.batch < len(batches):
-            global_batch = batches[state.batch]
-            local, weight = shard_batch(global_batch, world) if world.distributed else (global_batch, None)
-            batch = {k: v.to(device, non_blocking=True) for k, v in local.items()}
-            torch.manual_seed(step_seed(cfg.seed, state.step, world.rank))
-            lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            step_out = train_step(step_model, batch, opt, scaler, precision, device, cfg.grad_clip, clip,
-                                  loss_weight=weight)
-            loss = step_out.logged_loss().detach()
-            if weight is not None:
-                loss = global_mean_loss(loss, weight, world)
 
+    def step(global_batch: Batch) -> tuple[float, float]:
+        """One optimizer step on this rank's rows of a global batch: (loss averaged over ranks, lr)."""
+        local, weight = shard_batch(global_batch, world) if world.distributed else (global_batch, None)
+        batch = {k: v.to(device, non_blocking=True) for k, v in local.items()}
+        torch.manual_seed(step_seed(cfg.seed, state.step, world.rank))  # dropout replays on resume
+        lr = lr_at(cfg, state.step, state.epoch, steps_per_epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        out_ = train_step(step_model, batch, opt, scaler, precision, device, cfg.grad_clip, clip, loss_weight=weight)
+        loss = out_.logged_loss().detach()
+        if weight is not None:
+            loss = global_mean_loss(loss, weight, world)
+        return loss.item(), lr
+
+    t0 = time.perf_counter()
+    while state.epoch < cfg.epochs and not _stopped(state, stop_after):
+        epoch, batches = state.epoch, epoch_batches(state.epoch)
+        while state.epoch == epoch and state.batch < len(batches) and not _stopped(state, stop_after):
+            global_batch = batches[state.batch]
+            loss, lr = step(global_batch)
             state.step += 1
             state.batch += 1
-            state.losses.append(round(loss.item(), 6))
+            state.losses.append(round(loss, 6))
             state.tokens += int(global_batch["attention_mask"].sum())
-            elapsed = state.seconds + time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{state.losses[-1]:.3f}", epoch=state.epoch + 1)
             if log is not None:
-                log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
-                                      "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
+                _log_step(log, state, lr, state.seconds + time.perf_counter() - t0)
             if after_step is not None:
                 after_step(state)
             last_of_epoch = state.batch == len(batches)
             if last_of_epoch:
                 state.epoch, state.batch = state.epoch + 1, 0
             if last_of_epoch or state.step % cfg.save_every == 0:
-                state.seconds = state.seconds + time.perf_counter() - t0
-                t0 = time.perf_counter()
+                state.seconds, t0 = state.seconds + time.perf_counter() - t0, time.perf_counter()
                 if writes:
                     save_checkpoint(out, model, opt, state, meta)
-            if stop_after is not None and state.step >= stop_after:
-                break
-            if last_of_epoch:
-                break
-        if stop_after is not None and state.step >= stop_after:
-            break
     state.seconds += time.perf_counter() - t0
     bar.close()
     if log is not None:
         log.close()
     return state
+
+
+def _total_steps(cfg: LoopConfig, steps_per_epoch: int) -> int:
+    total = cfg.epochs * steps_per_epoch
+    if total < 1:  # the caller would save an untrained model as a trained one
+        raise ValueError(f"{cfg.desc}: {cfg.epochs} epochs of {steps_per_epoch} batches is no optimizer step; "
+                         "nothing to train on")
+    return total
+
+
+def _step_model(model: nn.Module, world: World, device: torch.device, compile: bool) -> nn.Module:
+    """What the steps call: the model, wrapped for data parallelism and compiled when asked."""
+    step_model = data_parallel(model, world, device)
+    return torch.compile(step_model) if compile else step_model  # type: ignore[return-value]
+
+
+def _log_step(log: Any, state: LoopState, lr: float, elapsed: float) -> None:
+    log.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": state.losses[-1], "lr": lr,
+                          "tokens_per_s": round(state.tokens / max(elapsed, 1e-9), 1)}) + "\n")
+
+
+def _stopped(state: LoopState, stop_after: int | None) -> bool:
+    return stop_after is not None and state.step >= stop_after

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from tinylm.data import load_articles
+from tinylm.data.encoding import encode_cached
 from tinylm.data.errors import DataError
 from tinylm.data.wikipedia import articles_path, read_articles
 
@@ -179,7 +180,6 @@ def quality_or_reason(
     root: str | os.PathLike | None,
     data_seed: int,
     source: str,
-    encode: Any,
 ) -> dict[str, Any]:
     """mlm_quality on the held-out openings, or {"skipped": why} when there is no disjoint held-out set."""
     if source != "local":
@@ -191,5 +191,5 @@ def quality_or_reason(
     if subset_size > pool - len(texts):
         return {"skipped": f"{subset_size} of {pool} articles trained on: the last {len(texts)} (held out) "
                            "are part of the subset"}
-    ids = encode(tokenizer, texts, seq_len)
+    ids = encode_cached(tokenizer, texts, seq_len)
     return {"heldout_articles": len(texts), **mlm_quality(model, tokenizer, ids, train_ids)}

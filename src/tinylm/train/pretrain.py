@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from tinylm.checkpoint import save_model, write_json
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.corpus import load_corpus
-from tinylm.data.paths import cache_dir
+from tinylm.data.encoding import encode_cached
 from tinylm.data.user_files import content_hash
 from tinylm.distributed import World, barrier, init_distributed, main_first
 from tinylm.model import IGNORE_INDEX, BertForMLM
@@ -29,30 +28,6 @@ from tinylm.train.mlm_quality import quality_or_reason
 from tinylm.validation import validate
 
 SNAPSHOTS = "snapshots"
-
-
-def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
-    """Token ids of each text's first `max_length` tokens ([CLS] ... [SEP]), right-padded, as int32."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding="max_length")
-    return np.asarray(enc["input_ids"], dtype=np.int32)
-
-
-def encode_cached(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> np.ndarray:
-    """encode_texts, cached on disk by (vocabulary, texts, length) so repeated runs skip tokenisation."""
-    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
-    h.update(str(max_length).encode())
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    path = cache_dir() / f"tokens-{h.hexdigest()[:20]}.npy"
-    if path.is_file():
-        return np.load(path)
-    ids = encode_texts(tokenizer, texts, max_length)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, ids)
-    os.replace(tmp, path)
-    return ids
 
 
 def mask_tokens(
@@ -211,7 +186,7 @@ def _quality(model: BertForMLM, tokenizer: PreTrainedTokenizerFast, ids: np.ndar
     if cfg.corpus:
         return {"skipped": "the held-out openings are Wikipedia's; not measured for a --corpus run"}
     return quality_or_reason(model, tokenizer, ids, len(ids), cfg.seq_len, root=root, data_seed=cfg.data_seed,
-                             source=cfg.data_source, encode=encode_cached)
+                             source=cfg.data_source)
 
 
 def snapshot_steps(total_steps: int, count: int) -> set[int]:

@@ -1,0 +1,72 @@
+"""`tinylm evaluate` (a fine-tuned model's metrics on a test sample) and `tinylm predict` (its labels for texts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tinylm.cli.common import add_config_flags, add_runtime_flags, print_json, task_or_own_data
+from tinylm.data import DataError
+from tinylm.data.user_files import SOURCE_HELP, LabelledSource
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a task's test sample or your own data")
+    e.add_argument("model", help="a fine-tuned model folder (or its run folder)")
+    e.add_argument("--task", default=None, help="a built-in task (or your own data: --test-file, ...)")
+    add_config_flags(e, LabelledSource, exclude=("validation_fraction",), helps=SOURCE_HELP)
+    e.add_argument("--test-per-label", type=int, default=None)
+    e.add_argument("--data-seed", type=int, default=42)
+    e.add_argument("--out", default=None, help="write the metrics JSON here (default: print)")
+
+    r = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin)")
+    r.add_argument("model", help="a fine-tuned model folder (or its run folder)")
+    r.add_argument("texts", nargs="*")
+    add_runtime_flags(r)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from tinylm.checkpoint import write_json
+    from tinylm.data.user_files import load_task_data
+    from tinylm.inference.evaluate import evaluate_model
+    from tinylm.inference.predictor import Predictor
+
+    source = task_or_own_data(args)
+    if source.given:
+        source.require(train=False)
+    clf = Predictor.load(args.model, device=args.device)
+    # The user's test labels are checked against the model's own; a built-in task's must equal them.
+    task = load_task_data(source, args.task, args.data, train_per_label=0, test_per_label=args.test_per_label,
+                          seed=args.data_seed, label_names=clf.label_names if source.given else None)
+    if task.label_names != clf.label_names:
+        raise DataError(args.model, f"model labels {clf.label_names} differ from {args.task}'s {task.label_names}")
+    metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names, **trained_scoring(args.model))
+    if args.out:
+        write_json(args.out, metrics)
+    print_json(metrics if not args.out else {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
+    return 0
+
+
+def trained_scoring(path: str) -> dict[str, Any]:
+    """The precision and truncation a fine-tuned folder was scored with when it was trained (its recipe's), else
+    fp32 and 128 tokens: so `tinylm evaluate` repeats the fine-tuning's own test score instead of a near-tie
+    flipped by rounding or by texts cut at another length."""
+    from tinylm.train.pretrain import model_folder
+
+    meta = model_folder(path) / "tinylm_meta.json"
+    recipe = (json.loads(meta.read_text()).get("finetune") or {}) if meta.is_file() else {}
+    return {"precision": recipe.get("precision", "fp32"), "max_length": recipe.get("max_length", 128)}
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tinylm.inference.predictor import Predictor
+
+    texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("no text given: pass texts as arguments or one per line on stdin")
+    predictor = Predictor.load(args.model, args.runtime, device=args.device, onnx_path=args.onnx)
+    for text, pred in zip(texts, predictor.predict(texts), strict=True):
+        print(json.dumps({"text": text, **pred}))
+    return 0

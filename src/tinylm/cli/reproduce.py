@@ -1,0 +1,127 @@
+"""`tinylm reproduce EXPERIMENT`: run one of the paper's experiments (or one beyond it) and write its report.
+
+Each experiment has a runner here that calls its recipe in tinylm.experiments; every run is cached under
+OUT/runs (or --runs), so an interrupted command resumes when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tinylm.cli import selection
+
+PAPER_EXPERIMENTS = ("gap", "size", "overlap", "all")  # one sweep, tinylm.experiments.paper
+EXPERIMENT_CHOICES = [*PAPER_EXPERIMENTS, "committee", "selection", "curve", "arms", "deploy"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
+    x.add_argument("experiment", choices=EXPERIMENT_CHOICES)
+    x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
+    x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
+    x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
+    x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
+    x.add_argument("--from", dest="source", default=None,
+                   help="deploy: the OUT folder of a finished `reproduce committee` (its models are measured)")
+    x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
+    selection.add_reproduce_flags(x)
+
+
+def chosen_tasks(args: argparse.Namespace) -> tuple[str, ...]:
+    """--tasks (default: every task), checked together with --seeds before anything runs."""
+    from tinylm.experiments.scales import TASK_ORDER
+
+    tasks = tuple(args.tasks) if args.tasks else TASK_ORDER
+    unknown = [t for t in tasks if t not in TASK_ORDER]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    return tasks
+
+
+def report_line(results: Mapping[str, Any], out: str, *, items: str = "records", extras: str = "PNG plot") -> str:
+    """What a finished experiment prints: its size, its time and where its report is."""
+    return (f"{len(results[items])} {items} in {results['seconds']:.0f} s; "
+            f"report: {Path(out) / 'report.md'} (and report.html, results.json, {extras})")
+
+
+def run_paper(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.paper import EXPERIMENTS, reproduce
+    from tinylm.experiments.scales import SCALES
+
+    experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+    results = reproduce(experiments, SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks,
+                        root=args.data, device=args.device)
+    print(report_line(results, args.out, extras="PNG plots"))
+    return 0
+
+
+def run_committee(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.committee import COMMITTEE_SCALES, reproduce_committee
+
+    results = reproduce_committee(COMMITTEE_SCALES[args.scale], args.out, seeds=args.seeds,
+                                  members=args.members, tasks=tasks, root=args.data, device=args.device)
+    print(report_line(results, args.out))
+    return 0
+
+
+def run_selection(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.scales import SCALES
+    from tinylm.experiments.selection_sweep import REPRO_MEASURES, reproduce_selection
+
+    results = reproduce_selection(SCALES[args.scale], args.out, selection.fit_path(args.fit, args.scale),
+                                  sizes=tuple(args.sizes) if args.sizes else None,
+                                  measures=tuple(args.measures) if args.measures else REPRO_MEASURES,
+                                  seeds=args.seeds, tasks=tasks, runs=args.runs, root=args.data, device=args.device)
+    print(report_line(results, args.out, extras="PNG plots"))
+    return 0
+
+
+def run_curve(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.curve import reproduce_curve
+    from tinylm.experiments.scales import SCALES
+
+    results = reproduce_curve(SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks, root=args.data,
+                              device=args.device, runs=args.runs)
+    print(report_line(results, args.out))
+    return 0
+
+
+def run_arms(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.overlap_arms import reproduce_arms
+    from tinylm.experiments.scales import SCALES
+
+    results = reproduce_arms(SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks, runs=args.runs,
+                             root=args.data, device=args.device)
+    print(report_line(results, args.out))
+    return 0
+
+
+def run_deploy(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.deploy import DEPLOY_SCALES, reproduce_deploy
+
+    if not args.source:
+        raise ValueError("reproduce deploy needs --from, the folder of a finished `reproduce committee`")
+    # --tasks as given (None: every task of the committee run), not the checked default of every task.
+    results = reproduce_deploy(DEPLOY_SCALES[args.scale], args.source, args.out, tasks=args.tasks,
+                               root=args.data, device=args.device)
+    print(report_line(results, args.out, items="rows", extras="frontier.png"))
+    return 0
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, tuple[str, ...]], int]] = {
+    **dict.fromkeys(PAPER_EXPERIMENTS, run_paper),
+    "committee": run_committee,
+    "selection": run_selection,
+    "curve": run_curve,
+    "arms": run_arms,
+    "deploy": run_deploy,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    return RUNNERS[args.experiment](args, chosen_tasks(args))
