@@ -236,3 +236,11 @@ def label_names_of(path: str | os.PathLike) -> list[str]:
     raw = json.loads((Path(path) / "config.json").read_text())
     id2label = raw.get("id2label", {})
     return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """A run folder's model/ subfolder, or the folder itself when it is a model folder."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path

@@ -63,8 +63,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """`tinylm export onnx` (the one format)."""
+    from tinylm.checkpoint import model_folder
     from tinylm.inference.onnx import ACCURACY_TOLERANCE, OPSET, PARITY_TOLERANCE, export_onnx, stored_test_sample
-    from tinylm.train.pretrain import model_folder
 
     texts = None
     if args.check_texts:

@@ -53,7 +53,7 @@ def trained_scoring(path: str) -> dict[str, Any]:
     """The precision and truncation a fine-tuned folder was scored with when it was trained (its recipe's), else
     fp32 and 128 tokens: so `tinylm evaluate` repeats the fine-tuning's own test score instead of a near-tie
     flipped by rounding or by texts cut at another length."""
-    from tinylm.train.pretrain import model_folder
+    from tinylm.checkpoint import model_folder
 
     meta = model_folder(path) / "tinylm_meta.json"
     recipe = (json.loads(meta.read_text()).get("finetune") or {}) if meta.is_file() else {}

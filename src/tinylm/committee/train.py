@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import write_json
+from tinylm.checkpoint import model_folder, write_json
 from tinylm.committee.blocks import (
     block_summary,
     combined_training,
@@ -50,7 +50,7 @@ from tinylm.tokenizer import load_tokenizer
 from tinylm.train.finetune import ClassificationBatches, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, LoopState, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
-from tinylm.train.pretrain import MLMBatches, model_folder, prepare_pretraining
+from tinylm.train.pretrain import MLMBatches, prepare_pretraining
 from tinylm.validation import check, integer, validate
 
 MEMBER_SEED_STRIDE = 1000  # member j of a committee with seed s trains with seed s + 1000 j

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tinylm.checkpoint import load_model
+from tinylm.checkpoint import load_model, model_folder
 from tinylm.committee import Committee, is_committee_folder, load_committee, soft_vote
 from tinylm.config import Precision
 from tinylm.data.encoding import encode, map_by_length
@@ -34,8 +34,6 @@ BatchRuntime = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None) -> ClassifierModel:
     """The classifier of a model folder, a committee folder, or a run folder (its model/), in eval mode, on
     `device` (runtime.pick_device: CUDA when present unless told otherwise)."""
-    from tinylm.train.pretrain import model_folder
-
     folder = model_folder(path)
     if is_committee_folder(folder):
         model: Any = load_committee(folder)

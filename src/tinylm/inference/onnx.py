@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import write_json
+from tinylm.checkpoint import model_folder, write_json
 from tinylm.committee import Committee
 from tinylm.data import DataError, Example, TaskData
 from tinylm.data.encoding import encode
@@ -112,8 +112,6 @@ def export_onnx(
     names, loaded from `root`) may trail PyTorch fp32's by at most `accuracy_tolerance` points (None: report
     only). A graph failing either check is deleted and the call raises. Without a test sample an fp32 export
     reports why and goes on; an int8 export, which only the accuracy check vouches for, is refused."""
-    from tinylm.train.pretrain import model_folder
-
     if quantize is not None and quantize not in QUANTIZE:
         raise ValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
     if accuracy_tolerance is not None and not accuracy_tolerance >= 0:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import label_names_of, read_model_config
+from tinylm.checkpoint import label_names_of, model_folder, read_model_config
 from tinylm.committee import Committee, is_committee_folder
 from tinylm.inference.classify import (
     ClassifierModel,
@@ -137,8 +137,6 @@ class Predictor:
     ) -> Predictor:
         """A model, committee or run folder behind `runtime`; torch runs on `device` (default: CUDA when present),
         onnx on the CPU, from `onnx_path` (default: the folder's model.onnx)."""
-        from tinylm.train.pretrain import model_folder
-
         folder = model_folder(path)
         info = describe_folder(folder)
         model = None

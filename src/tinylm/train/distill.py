@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.checkpoint import save_model, write_json
+from tinylm.checkpoint import model_folder, save_model, write_json
 from tinylm.committee import Committee, extract_member, is_committee_folder
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData, load_articles
@@ -43,7 +43,6 @@ from tinylm.tokenizer import load_tokenizer
 from tinylm.train.distill_config import INIT_MEMBER, INIT_SCRATCH, DistillConfig
 from tinylm.train.finetune import ClassificationBatches, build_classifier, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.train.pretrain import model_folder
 from tinylm.validation import validate
 
 TARGETS_FILE = "teacher_targets.npz"  # the teacher's softened votes on the training texts (reused on resume)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import load_model, read_model_config, save_model, write_json
+from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model, write_json
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData
 from tinylm.data.user_files import LabelledSource, load_task_data, task_hash
@@ -22,7 +22,6 @@ from tinylm.model import BertForClassification
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.train.pretrain import model_folder
 from tinylm.validation import validate
 
 BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order still random

@@ -204,13 +204,5 @@ def snapshots(run: str | os.PathLike) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def model_folder(path: str | os.PathLike) -> Path:
-    """A run folder's model/ subfolder, or the folder itself when it is a model folder."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    return path
-
-
 def load_summary(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(path) / "summary.json").read_text())
