@@ -665,7 +665,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="bert-6: the paper preset; cpu-1: the cpu preset (the default); demo: the demo preset")
     p.add_argument("--only", choices=["pretrain", "finetune", "infer", "eager"], action="append",
                    help="run only these parts (repeatable; eager: the small presets' training step against "
-                        "tinylm's eager path before issue 14); default: all")
+                        "tinylm's eager path before issue 14, and bert-6's with `--only eager --models bert-6`); "
+                        "default: all")
     p.add_argument("--steps", type=int, default=6, help="timed training steps per side for BERT-6 (others: 5x)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed pre-training warm-up steps per side for BERT-6 (others: 3x); fine-tuning warms up "
@@ -743,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 res["infer"] = bench_infer(s, calls, results["peak"], args.data)
             res["infer"]["other_load_cores"] = load.cores
             print(f"{name} infer done (other load {load.cores} cores)", flush=True)
-        if "eager" in parts and name in SMALL:
+        if "eager" in parts and (name in SMALL or args.only == ["eager"]):  # bert-6 only when asked for by name
             for kind, n_steps in (("pretrain", args.steps * scale), ("finetune", (args.steps + 2) * scale)):
                 with OtherLoad() as load:
                     vs = bench_vs_eager(s, kind, warmup, n_steps, results["peak"], args.data)
