@@ -124,4 +124,8 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, tuple[str, ...]], int]] = {
 
 
 def run(args: argparse.Namespace) -> int:
-    return RUNNERS[args.experiment](args, chosen_tasks(args))
+    from tinylm.runtime import configure_threads
+
+    tasks = chosen_tasks(args)
+    configure_threads()  # before any run: a results.json whose runs were all cached still records TINYLM_THREADS
+    return RUNNERS[args.experiment](args, tasks)
