@@ -4,8 +4,9 @@
 
 COMMITTEE_OUT is a finished `tinylm reproduce committee` folder. For each task, students are distilled from its
 fine-tuned committee with each setting of GRID (the rest as the CPU deploy scale), and scored on VALIDATION
-labelled texts per label drawn from the task's training pool with their own seed, none of them a training, test
-or extra (unlabeled) text of any setting. The test sample is not looked at. Writes OUT/tuning.json.
+labelled texts per label (fewer where the pool runs out) drawn from the task's training pool with their own
+seed, none of them a training, test or extra (unlabeled) text of any setting. The test sample is not looked
+at. Writes OUT/tuning.json.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ VALIDATION_SEED_OFFSET = 7  # the extra texts use data_seed + 1
 
 def validation_split(cfg: DistillConfig, excluded: set[str]) -> tuple[list[str], list[int]]:
     data_cfg = task_config(cfg, model_folder(cfg.teacher))
-    per_label = VALIDATION + (data_cfg.train_per_label or 0) + 400  # room for the texts dropped below
+    # Room for the texts dropped below, within the local DBpedia pool (376 rows per label).
+    per_label = VALIDATION + (data_cfg.train_per_label or 0) + 250
     draw = dataclasses.replace(data_cfg, train_per_label=per_label, validation_fraction=0.0,
                                data_seed=data_cfg.data_seed + VALIDATION_SEED_OFFSET)
     kept: dict[int, list[str]] = {}

@@ -82,7 +82,7 @@ class DeployScale:
 
 
 DEPLOY_SCALES: dict[str, DeployScale] = {
-    # The CPU committee (8 x cpu-1 against cpu-6): committees of 8, 4 and 2; the student is one cpu-1 member,
+    # The CPU committee (4 x cpu-1 against cpu-6): committees of 4 and 2; the student is one cpu-1 member,
     # distilled on the task sample plus 2,000 texts of the unused training pool, fine-tuning's CPU recipe.
     "cpu": DeployScale(
         name="cpu", committee_sizes=(4, 2),
