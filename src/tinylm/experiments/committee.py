@@ -1,7 +1,7 @@
 """`tinylm reproduce committee`: claim 4, a soft committee of shallow members against one deep model.
 
 For every seed: N members of the shallow preset are pre-trained together on the same Wikipedia subset
-(committee_train.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
+(committee.train.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
 pre-trained and fine-tuned on the same data with the single-model recipes. Accuracy against committee size k
 uses the trained members themselves: the N members split into N/k disjoint groups of k, each group one
 committee of k (independently trained members, so the groups are independent committees). All runs are cached
@@ -88,7 +88,7 @@ def reproduce_committee(
     root: str | os.PathLike | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or re-use) every run, then write OUT/results.json and the report (committee_report)."""
+    """Train (or re-use) every run, then write OUT/results.json and the report (reports.committee)."""
     from tinylm.reports.committee import render_committee_report
 
     out, started = Path(out), time.perf_counter()

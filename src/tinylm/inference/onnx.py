@@ -6,7 +6,7 @@ members' softmaxes (the soft vote) computed by the committee's stacked, batched 
 graph with one op sequence, not N graphs; a plain model is exported as a committee of one (the same function,
 with the last layer at [CLS] only).
 
-Why the TorchScript exporter (dynamo=False): model.py and committee.py skip the attention mask when a batch has
+Why the TorchScript exporter (dynamo=False): model.py and committee/model.py skip the attention mask when a batch has
 no padding (`if not bool(attention_mask.all())`), a data-dependent branch that torch.export refuses. Tracing
 records the branch taken by the example batch, so the example is padded: the graph always applies the mask, and a
 mask of ones is exactly no mask. Other traced constants (the sequence-length check, committee chunking) are
