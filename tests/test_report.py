@@ -13,8 +13,8 @@ import matplotlib.image
 import pytest
 from scipy import stats
 
+from tinylm.analysis.records import load_records
 from tinylm.analysis.stats import mean_ci, paired_gap
-from tinylm.reports.claims import load_records
 from tinylm.reports.experiments import render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

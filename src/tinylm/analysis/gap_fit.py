@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from tinylm.analysis.overlap import DEFAULT_MEASURE, fit_line
-from tinylm.reports.claims import load_records, summarise
+from tinylm.analysis.records import load_records, summarise
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from tinylm.analysis.records import EXPERIMENTS
 from tinylm.config import replace
 from tinylm.data import TaskData
 from tinylm.distributed import is_main_process
@@ -30,7 +31,6 @@ from tinylm.experiments.pairs import (
 from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.run_cache import cached_pretrain
 from tinylm.experiments.scales import TASK_ORDER, Scale
-from tinylm.reports.claims import EXPERIMENTS
 from tinylm.reports.experiments import render_report
 
 # What the paper states in its text; figure values are not transcribed (see ../shared/docs/paper.md).

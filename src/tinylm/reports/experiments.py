@@ -17,21 +17,9 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.overlap import DEFAULT_MEASURE, OVERLAP_MEASURES, WEIGHTED_MIN_COUNT
+from tinylm.analysis.records import EXPERIMENTS, Cell, load_records, summarise, try_fit
 from tinylm.analysis.stats import mean_ci
-from tinylm.reports.claims import (
-    EXPERIMENTS,
-    NA,
-    NO,
-    SHOWS,
-    UNCLEAR,
-    Cell,
-    gap_finding,
-    load_records,
-    overlap_finding,
-    size_finding,
-    summarise,
-    try_fit,
-)
+from tinylm.reports.claims import NA, NO, SHOWS, UNCLEAR, gap_finding, overlap_finding, size_finding
 from tinylm.reports.render import (
     Block,
     Bullets,

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tinylm.analysis.records import task_key  # re-exported: every report orders tasks by it
 from tinylm.analysis.stats import MeanCI
-from tinylm.data.tasks import TASKS
 
 Row = TypeVar("Row", bound=Mapping[str, Any])
 
@@ -165,11 +165,6 @@ def fmt_mean_ci(m: MeanCI, signed: bool = False, unit: str = "", count: bool = T
     if not m.has_ci:
         return f"{value}{unit}{n}"
     return f"{value} ± {pct(m.half_width)}{unit}{n}"
-
-
-def task_key(task: str, order: Sequence[str] = TASKS) -> tuple[int, str]:
-    """Sort key: the tasks of `order` (the paper's, by default) in that order, then any other task alphabetically."""
-    return (order.index(task), "") if task in order else (len(order), task)
 
 
 def by_task(rows: Iterable[Row]) -> dict[str, list[Row]]:
