@@ -64,6 +64,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tinylm.committee import Committee
 from tinylm.config import MODEL_PRESETS, ModelConfig
 from tinylm.data import load_task
+from tinylm.inference.classify import class_probabilities
 from tinylm.model import BertForClassification, count_parameters
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.finetune import pad_batch
@@ -131,12 +132,12 @@ def build_systems(shape: str, dtype: torch.dtype, n: int, device: torch.device) 
 
     def vectorised(ids, mask):
         committee.cls_only = True
-        return committee.predict_proba(ids, mask)
+        return class_probabilities(committee, ids, mask)
 
     def vectorised_full(ids, mask):
         committee.cls_only = False
         try:
-            return committee.predict_proba(ids, mask)
+            return class_probabilities(committee, ids, mask)
         finally:
             committee.cls_only = True
 
@@ -147,7 +148,7 @@ def build_systems(shape: str, dtype: torch.dtype, n: int, device: torch.device) 
         return torch.softmax(deep(ids, mask).logits.float(), -1)
 
     def deep_cls(ids, mask):
-        return deep_committee.predict_proba(ids, mask)
+        return class_probabilities(deep_committee, ids, mask)
 
     systems = [
         System("vectorised", f"committee {n}x{member_name}, vectorised ([CLS]-only last layer)", vectorised,

@@ -29,7 +29,7 @@ from tinylm.committee import (
 )
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
-from tinylm.inference.classify import predict_member_proba
+from tinylm.inference.classify import class_probabilities, predict_proba
 from tinylm.inference.evaluate import evaluate_model
 from tinylm.inference.predictor import Predictor, ProbabilityGraph
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
@@ -91,15 +91,16 @@ def test_inference_equals_loop_soft_and_hard_vote(shape, tokenizer, task) -> Non
         per_member = committee(ids.expand(N, -1, -1), mask.expand(N, -1, -1)).logits
         torch.testing.assert_close(per_member, expected, atol=ATOL, rtol=0)
         committee.chunk_elements = 1 << 22
-        probs = committee.member_proba(ids, mask)
+        probs = class_probabilities(committee, ids, mask, per_member=True)
         torch.testing.assert_close(probs, expected.softmax(-1), atol=ATOL, rtol=0)
-        torch.testing.assert_close(committee.predict_proba(ids, mask), expected.softmax(-1).mean(0), atol=ATOL, rtol=0)
+        torch.testing.assert_close(class_probabilities(committee, ids, mask), expected.softmax(-1).mean(0),
+                                   atol=ATOL, rtol=0)
         torch.testing.assert_close(soft_vote(probs), probs.mean(0))
         votes = torch.stack([torch.bincount(expected[:, b].argmax(-1), minlength=4) for b in range(ids.shape[0])])
-        hard = committee.predict_hard(ids, mask)
+        hard = hard_vote(class_probabilities(committee, ids, mask, per_member=True))
         assert (votes.gather(1, hard[:, None]).squeeze(1) == votes.max(1).values).all()
         for subset in ([1, 2], [3, 0, 2]):  # contiguous (views) and not (copies)
-            torch.testing.assert_close(committee.predict_proba(ids, mask, members=subset),
+            torch.testing.assert_close(class_probabilities(committee, ids, mask, members=subset),
                                        expected[subset].softmax(-1).mean(0), atol=ATOL, rtol=0)
             torch.testing.assert_close(soft_vote(probs, subset), probs[subset].mean(0))
 
@@ -341,7 +342,7 @@ def test_classifier_load_predicts_with_a_committee_folder(tmp_path, tokenizer, t
     clf = Predictor.load(tmp_path / "run", device="cpu")  # a run folder, as `tinylm predict` gets it
     texts = [e.text for e in task.test[:7]]
     preds = clf.predict(texts)
-    member_probs = predict_member_proba(committee, tokenizer, texts)
+    member_probs = predict_proba(committee, tokenizer, texts, per_member=True)
     assert member_probs.shape == (N, len(texts), task.num_labels)
     soft = member_probs.mean(0)
     for pred, p in zip(preds, soft, strict=True):

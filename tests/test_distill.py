@@ -28,7 +28,7 @@ from tinylm.committee.train import finetune_committee, pretrain_committee
 from tinylm.config import replace
 from tinylm.data import DataError, load_task
 from tinylm.experiments.scales import SCALES
-from tinylm.inference.classify import predict_member_proba, predict_proba
+from tinylm.inference.classify import predict_proba
 from tinylm.inference.onnx import INT8_FILE, export_onnx
 from tinylm.inference.predictor import Predictor
 from tinylm.model import IGNORE_INDEX, ModelOutput
@@ -109,7 +109,7 @@ def test_loss_is_hinton_kl_plus_cross_entropy_on_labelled_rows() -> None:
 def test_soft_targets_are_the_soft_vote_at_t1_and_softer_above(teacher, data_root) -> None:
     committee, tokenizer = load_committee(teacher / "model"), load_tokenizer(teacher / "model")
     texts = [e.text for e in load_task("ag_news", data_root, train_per_label=0, test_per_label=3, seed=5).test]
-    vote = soft_vote(predict_member_proba(committee, tokenizer, texts, max_length=64)).numpy()
+    vote = soft_vote(predict_proba(committee, tokenizer, texts, max_length=64, per_member=True)).numpy()
     np.testing.assert_allclose(soft_targets(committee, tokenizer, texts, 1.0, 64), vote, atol=1e-6)
     hot, soft = soft_targets(committee, tokenizer, texts, 1.0, 64), soft_targets(committee, tokenizer, texts, 4.0, 64)
     entropy = lambda p: -(p * np.log(p)).sum(1)  # noqa: E731

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinylm.committee.ops import conv_front, conv_plan, gather_rows, layer_norm, linear, masked_mean
-from tinylm.committee.votes import hard_vote, soft_vote
 from tinylm.config import ModelConfig
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, ModelOutput, attention, dropout
 
@@ -339,41 +338,6 @@ class Committee(nn.Module):
         nll = F.cross_entropy(logits.float().reshape(n * k, -1), targets.reshape(n * k), reduction="none").view(n, k)
         member_losses = masked_mean(nll, valid)
         return CommitteeOutput(logits=logits, loss=member_losses.sum(), member_losses=member_losses)
-
-    # ----- prediction -----
-
-    @torch.no_grad()
-    def member_proba(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        members: Sequence[int] | None = None,
-    ) -> Tensor:
-        """Each member's class probabilities, fp32 [n_members, B, C] (softmax of its logits)."""
-        self.require_classifier()
-        logits = self(input_ids, attention_mask, token_type_ids, members=members).logits
-        return torch.softmax(logits.float(), dim=-1)
-
-    def predict_proba(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        members: Sequence[int] | None = None,
-    ) -> Tensor:
-        """The soft vote: the mean of the members' softmax probabilities, [B, C]."""
-        return soft_vote(self.member_proba(input_ids, attention_mask, token_type_ids, members))
-
-    def predict_hard(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        members: Sequence[int] | None = None,
-    ) -> Tensor:
-        """The hard (majority) vote, [B] class ids; see hard_vote for ties."""
-        return hard_vote(self.member_proba(input_ids, attention_mask, token_type_ids, members))
 
     def require_classifier(self) -> None:
         """Raise unless this committee answers with class probabilities (a classification head)."""

@@ -120,11 +120,6 @@ def predict_proba(
     return by_length(run, tokenizer, texts, max_length, batch_size, model.num_labels or 0, lead)
 
 
-def predict_member_proba(committee: Committee, tokenizer: Any, texts: Sequence[str], **options: Any) -> np.ndarray:
-    """Each member's class probabilities, [n_members, len(texts), C]: predict_proba(..., per_member=True)."""
-    return predict_proba(committee, tokenizer, texts, per_member=True, **options)
-
-
 def format_predictions(probs: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of class probabilities -> [{"label", "probabilities": {name: p rounded to 6 places}}]."""
     return [
@@ -135,4 +130,4 @@ def format_predictions(probs: np.ndarray, label_names: Sequence[str]) -> list[di
 
 
 __all__ = ["ClassifierModel", "by_length", "class_probabilities", "format_predictions", "load_classifier",
-           "predict_member_proba", "predict_proba"]
+           "predict_proba"]
