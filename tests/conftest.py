@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tinylm.data import DataError
@@ -42,3 +49,35 @@ def isolated_cache(tmp_path_factory) -> Iterator[Path]:
         os.environ.pop("TINYLM_CACHE", None)
     else:
         os.environ["TINYLM_CACHE"] = old
+
+
+@contextlib.contextmanager
+def _serving(folder: Path, *args: str, startup_s: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TINYLM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tinylm.cli", "serve", str(folder), "--port", str(port), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                info = httpx.get(f"{base}/info", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        yield base, info
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def tinylm_serve() -> Callable[..., contextlib.AbstractContextManager[tuple[str, dict[str, Any]]]]:
+    """`tinylm serve FOLDER ARGS...` as a user starts it, on a free loopback port, one model thread: a context
+    manager yielding (base URL, the server's /info) once it answers, and stopping the server after."""
+    return _serving

@@ -8,11 +8,6 @@ and fine-tuned on the committed AG News sample (tests/fixtures/data), as `tinylm
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -223,30 +218,11 @@ def test_student_and_its_int8_graph_are_served(student, data_root) -> None:
         assert np.abs(got - expected).max() <= (1e-5 if predictor.runtime.name == "torch" else 0.05)
 
 
-def test_tinylm_serve_command_serves_the_int8_graph(student) -> None:
+def test_tinylm_serve_command_serves_the_int8_graph(student, tinylm_serve) -> None:
     folder = student[0] / "model"
     if not (folder / INT8_FILE).is_file():
         pytest.skip("needs the int8 graph of the test above")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TINYLM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tinylm.cli", "serve", str(folder), "--port", str(port),
-                             "--runtime", "onnx", "--onnx", str(folder / INT8_FILE)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=5).json()
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
+    with tinylm_serve(folder, "--runtime", "onnx", "--onnx", str(folder / INT8_FILE), startup_s=120) as (base, info):
         assert info["runtime"] == "onnx" and info["kind"] == "model"
-        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "Oil prices rose."}, timeout=30)
+        r = httpx.post(f"{base}/predict", json={"text": "Oil prices rose."}, timeout=30)
         assert r.status_code == 200 and r.json()["label"] in info["labels"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -336,27 +332,9 @@ def test_committee_is_served_with_its_soft_vote(committee_dir, texts) -> None:
         assert_prediction(answer, expected)
 
 
-def test_tinylm_serve_command_listens_on_loopback(model_dir) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TINYLM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tinylm.cli", "serve", str(model_dir), "--port", str(port),
-                             "--max-texts", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=5).json()
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+def test_tinylm_serve_command_listens_on_loopback(model_dir, tinylm_serve) -> None:
+    with tinylm_serve(model_dir, "--max-texts", "2", startup_s=60) as (base, info):
         assert info["limits"]["max_texts"] == 2
-        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["a", "b", "c"]}, timeout=30)
+        r = httpx.post(f"{base}/predict", json={"texts": ["a", "b", "c"]}, timeout=30)
         assert r.status_code == 422
-        assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "Oil rose."}).status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        assert httpx.post(f"{base}/predict", json={"text": "Oil rose."}).status_code == 200
