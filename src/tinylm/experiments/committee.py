@@ -125,7 +125,7 @@ class CommitteeSweep:
         """Pre-train one seed's committee and deep model, then fine-tune and compare both on every task."""
         scale, n = self.scale, self.scale.members
         shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
-        pre_dir = run_dir(self.runs, f"committee{n}-pretrain", shallow_pre)
+        pre_dir = run_dir(self.runs, f"committee{n}-pretrain", shallow_pre, self.root)
         if not (pre_dir / "summary.json").is_file():
             pretrain_committee(shallow_pre, n, pre_dir, root=self.root, device=self.device)
         deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
@@ -137,7 +137,7 @@ class CommitteeSweep:
         scale, n, runs = self.scale, self.scale.members, self.runs
         ft = finetune_recipe(scale, task, seed)
         shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
-        ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft)
+        ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft, self.root)
         if not (ft_dir / "metrics.json").is_file():
             finetune_committee(shallow_ft, n, ft_dir, root=self.root, device=self.device, task_data=data)
         committee_metrics = _read_json(ft_dir / "metrics.json")

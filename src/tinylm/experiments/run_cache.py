@@ -1,28 +1,62 @@
-"""Runs cached by their config hash: an interrupted or extended sweep re-uses every finished run.
+"""Runs cached by their content: an interrupted or extended sweep re-uses every finished run.
 
 A run lives in RUNS/<kind>-<hash>/; it is finished when its result file exists (written last, atomically),
-and an unfinished one resumes from its own checkpoint, since the training loop is resumable.
+and an unfinished one resumes from its own checkpoint, since the training loop is resumable. The hash covers
+the config, what its model preset contains and what its tokenizer's vocabulary contains: a preset or a
+vocabulary edited under the same name makes new runs instead of returning runs trained under other settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from tinylm.config import FinetuneConfig, PretrainConfig, config_hash
+from tinylm.config import MODEL_PRESETS, SHIPPED_VOCABS, FinetuneConfig, PretrainConfig, config_hash
+from tinylm.data.errors import DataError
+from tinylm.data.paths import data_root
+from tinylm.tokenizer import BERT_VOCAB
 from tinylm.train.finetune import finetune
 from tinylm.train.pretrain import pretrain
 
 
-def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig) -> Path:
-    """RUNS/<kind>-<hash>; an init folder enters the hash by name, so a moved sweep folder keeps its cache."""
+def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig, root: Any = None) -> Path:
+    """RUNS/<kind>-<hash> of the config, its model preset's fields and its vocabulary's content.
+
+    An init folder enters the hash by name (a cached run's name is its own content hash), so a moved sweep
+    folder keeps its cache.
+    """
     key = cfg.to_dict()
     if key.get("init"):
         init = Path(key["init"])
         # A snapshot (RUN/snapshots/step-N) is named by its run too: every run has a step-N.
         key["init"] = f"{init.parent.parent.name}/{init.name}" if init.parent.name == "snapshots" else init.name
+    else:  # the weights come from the preset and the tokenizer, so their content is part of the run
+        key["model_preset"] = MODEL_PRESETS[cfg.model].to_dict()
+        if cfg.tokenizer:
+            key["vocabulary"] = vocabulary_digest(cfg.tokenizer, root)
     return runs / f"{kind}-{config_hash(key)}"
+
+
+def vocabulary_digest(spec: str, root: Any = None) -> str:
+    """sha256 of the vocabulary file a tokenizer spec names, or the spec itself where no file is known yet
+    ('train': a vocabulary trained on the config's own articles; the hub's bert-base-uncased)."""
+    path: Path | None = None
+    if spec in SHIPPED_VOCABS:
+        path = SHIPPED_VOCABS[spec]
+    elif spec == "bert-base-uncased":
+        try:
+            path = data_root(root) / BERT_VOCAB
+        except DataError:  # no data folder: the hub's copy, known by name only
+            path = None
+    elif spec != "train":
+        path = Path(os.fspath(spec))
+        path = path / "vocab.txt" if path.is_dir() else path
+    if path is None or not path.is_file():
+        return spec
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: str | None = None,
@@ -32,7 +66,7 @@ def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: s
     kind prefixes the folder name: a run on other articles than the config names (a data folder holding a
     selected subset, see tinylm.experiments.selection) passes a kind naming that subset, so the caches never mix.
     """
-    out = run_dir(runs, kind, cfg)
+    out = run_dir(runs, kind, cfg, root)
     if not (out / "summary.json").is_file():
         pretrain(cfg, out, root=root, device=device)
     return out
@@ -41,7 +75,7 @@ def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: s
 def cached_finetune(cfg: FinetuneConfig, runs: Path, root: Any = None, device: str | None = None,
                     task_data: Any = None) -> dict[str, Any]:
     """The metrics of the finished fine-tuning run for `cfg`, training it first if needed."""
-    out = run_dir(runs, "finetune", cfg)
+    out = run_dir(runs, "finetune", cfg, root)
     if not (out / "metrics.json").is_file():
         finetune(cfg, out, root=root, device=device, task_data=task_data)
     return {**json.loads((out / "metrics.json").read_text()), "run": out.name}
