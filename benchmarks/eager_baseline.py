@@ -4,8 +4,8 @@ Issue 14 changed two functions of tinylm.model, and nothing else on the training
 - `attention`: training without dropout went through SDPA's CPU flash kernel (whose backward is slow); a
   key mask was applied with masked_fill;
 - `dropout`: the CPU fast path multiplied by a bool mask (a slow mixed-dtype multiply).
-`baseline()` swaps those two functions back in (tinylm.model's and the committee's names), so the same model
-object runs either path: train_speed.py runs step i of both, back to back, on the same batch.
+`baseline()` swaps those two functions back in (tinylm.model's names, which the committee's forward pass runs too),
+so the same model object runs either path: train_speed.py runs step i of both, back to back, on the same batch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import tinylm.committee.model
 import tinylm.model
 
 
@@ -58,7 +57,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: f
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p if training else 0.0)
 
 
-_MODULES = (tinylm.model, tinylm.committee.model)
+_MODULES = (tinylm.model,)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ Weights map one-to-one onto Hugging Face's names (see checkpoint.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from tinylm.config import ModelConfig
 
 IGNORE_INDEX = -100
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # the conv block's batch norms (nn.BatchNorm2d's defaults)
 
 
 class _CpuDropout(torch.autograd.Function):
@@ -95,6 +97,124 @@ class ModelOutput:
         return self.loss
 
 
+class Ops:
+    """The ops the forward pass below applies to its weights, for one model: nn.Linear, nn.LayerNorm, nn.Embedding.
+
+    The forward pass (`embed`, `layer`, `conv_front`, `encode` and the heads) is written once, against weights
+    reached as attributes (`w.query.weight`) and these ops. A committee (committee/ops.py's MemberOps) runs the
+    same functions over stacked weights, member axis first, with per-member batched ops."""
+
+    members = 1  # the member axis' length; one model has none
+
+    def affine(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    def linear(self, x: Tensor, m: Any) -> Tensor:
+        return self.affine(x, m.weight, m.bias)
+
+    def layer_norm(self, x: Tensor, m: Any, eps: float) -> Tensor:
+        # int(): under ONNX tracing a size is a graph value, which the LayerNormalization symbolic refuses; the
+        # hidden size is fixed, so a constant changes nothing.
+        return F.layer_norm(x, (int(x.shape[-1]),), m.weight, m.bias, eps)
+
+    def embedding(self, ids: Tensor, table: Tensor, padding_idx: int | None) -> Tensor:
+        return F.embedding(ids, table, padding_idx)
+
+    def per_member(self, t: Tensor) -> Tensor:
+        """A weight slice [..., rows, h] made to broadcast over activations [..., batch, rows, h]."""
+        return t
+
+
+ONE_MODEL = Ops()
+
+
+def embed(w: Any, cfg: ModelConfig, ops: Ops, input_ids: Tensor, token_type_ids: Tensor | None,
+          training: bool) -> Tensor:
+    """Word + position + token-type embeddings, LayerNorm, dropout; `w` holds the Embeddings weights."""
+    t = input_ids.shape[-1]
+    x = ops.embedding(input_ids, w.word_embeddings.weight, cfg.pad_token_id)
+    x = x + ops.per_member(w.position_embeddings.weight[..., :t, :])
+    types = w.token_type_embeddings.weight
+    x = x + (ops.per_member(types[..., :1, :]) if token_type_ids is None
+             else ops.embedding(token_type_ids, types, None))
+    return dropout(ops.layer_norm(x, w.norm, cfg.layer_norm_eps), cfg.hidden_dropout_prob, training)
+
+
+def layer(w: Any, cfg: ModelConfig, ops: Ops, x: Tensor, mask: Tensor | None, training: bool,
+          cls_only: bool = False) -> Tensor:
+    """One post-LayerNorm transformer layer on x [..., B, T, h]; `mask` [prod(...), 1, 1, T] is True where keys
+    count. cls_only: queries, attention output and feed-forward at [CLS] only (what a classifier's last layer
+    needs: the same function, fewer FLOPs), giving [..., B, 1, h]."""
+    h, heads, eps, p = x.shape[-1], cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_dropout_prob
+
+    def split(y: Tensor) -> Tensor:  # [..., B, S, h] -> [prod(..., B), heads, S, h / heads]
+        return y.reshape(-1, y.shape[-2], heads, h // heads).transpose(1, 2)
+
+    xq = x[..., :1, :] if cls_only else x
+    q, k, v = split(ops.linear(xq, w.query)), split(ops.linear(x, w.key)), split(ops.linear(x, w.value))
+    a = attention(q, k, v, mask, cfg.attention_probs_dropout_prob, training)
+    a = a.transpose(1, 2).reshape(*x.shape[:-2], xq.shape[-2], h)
+    y = ops.layer_norm(xq + dropout(ops.linear(a, w.attn_out), p, training), w.attn_norm, eps)
+    z = ops.linear(F.gelu(ops.linear(y, w.ffn_in)), w.ffn_out)
+    return ops.layer_norm(y + dropout(z, p, training), w.ffn_norm, eps)
+
+
+def conv_front(w: Any, cfg: ModelConfig, ops: Ops, x: Tensor, training: bool) -> Tensor:
+    """The paper's convolutional front block (ConvBlock's weights in `w`) on x [B, T, h], or [N, B, T, h] for N
+    members: member j's (T x h) activation is a 1-channel image, channel j, so grouped convolutions and one
+    batch norm serve all members, each with its own weights and batch statistics."""
+    stacked = x.ndim == 4
+    n, b, t, h = (x if stacked else x[None]).shape
+    y = (x if stacked else x[None]).permute(1, 0, 2, 3)  # [B, N, T, h]
+    for j in range(len(cfg.conv_kernels) + 1):  # (Conv2d, BatchNorm2d, GELU) per kernel, then the 1x1 one
+        conv, bn = w.net[3 * j], w.net[3 * j + 1]
+        y = F.conv2d(y, conv.weight.reshape(-1, *conv.weight.shape[-3:]), conv.bias.reshape(-1), padding="same",
+                     groups=n)
+        if training:
+            bn.num_batches_tracked.add_(1)
+        y = F.gelu(F.batch_norm(y, bn.running_mean.view(-1), bn.running_var.view(-1), bn.weight.reshape(-1),
+                                bn.bias.reshape(-1), training, BN_MOMENTUM, BN_EPS))
+    y = y.reshape(b, n, t, h).permute(1, 0, 2, 3)
+    return y if stacked else y[0]
+
+
+def encode(w: Any, cfg: ModelConfig, ops: Ops, input_ids: Tensor, attention_mask: Tensor | None = None,
+           token_type_ids: Tensor | None = None, training: bool = False, cls_only: bool = False) -> Tensor:
+    """The encoder (weights of an Encoder in `w`) on ids [B, T] -> [B, T, h]; with a committee's ops, on ids
+    [B, T] shared by all members or [N, B, T] one batch each -> [N, B, T, h]. cls_only: the last layer at [CLS]
+    only (T becomes 1)."""
+    t = input_ids.shape[-1]
+    if t > cfg.max_position_embeddings:
+        raise ValueError(f"sequence length {t} exceeds max_position_embeddings {cfg.max_position_embeddings}")
+    x = embed(w.embeddings, cfg, ops, input_ids, token_type_ids, training)
+    if cfg.conv_kernels:
+        x = conv_front(w.conv, cfg, ops, x, training)
+    # Boolean key mask broadcast over heads and queries; None lets SDPA take its fastest kernel.
+    mask = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        mask = attention_mask.bool().expand(*x.shape[:-2], t).reshape(-1, t)[:, None, None, :]
+    last = cfg.num_hidden_layers - 1
+    for i in range(cfg.num_hidden_layers):
+        x = layer(w.layers[i], cfg, ops, x, mask, training, cls_only and i == last)
+    return x
+
+
+def class_logits(w: Any, cfg: ModelConfig, ops: Ops, h: Tensor, training: bool) -> Tensor:
+    """BERT's pooler ([CLS] -> dense -> tanh) and the linear classifier: [..., B, T, h] -> [..., B, C]."""
+    pooled = torch.tanh(ops.linear(h[..., 0, :], w.pooler))
+    return ops.linear(dropout(pooled, cfg.hidden_dropout_prob, training), w.classifier)
+
+
+def vocab_logits(w: Any, cfg: ModelConfig, ops: Ops, h: Tensor) -> Tensor:
+    """The MLM head: dense, GELU, LayerNorm, then the decoder tied to the word embeddings: [..., h] -> [..., V]."""
+    h = ops.layer_norm(F.gelu(ops.linear(h, w.head_dense)), w.head_norm, cfg.layer_norm_eps)
+    return ops.affine(h, w.bert.embeddings.word_embeddings.weight, w.head_bias)
+
+
+# The modules below hold the weights under Hugging Face's names (checkpoint.py); their forward passes are the
+# functions above.
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -102,54 +222,25 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        seq_len = input_ids.shape[1]
-        positions = torch.arange(seq_len, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.norm(x))
 
 
 class Layer(nn.Module):
-    """One post-LayerNorm transformer layer, as in BERT."""
+    """One post-LayerNorm transformer layer, as in BERT (computed by `layer`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h = cfg.hidden_size
-        self.num_heads = cfg.num_attention_heads
-        self.attn_dropout = cfg.attention_probs_dropout_prob
         self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
         self.attn_out = nn.Linear(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
         self.ffn_in = nn.Linear(h, cfg.intermediate_size)
         self.ffn_out = nn.Linear(cfg.intermediate_size, h)
         self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, t, h = x.shape
-        return x.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        b, t, h = x.shape
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        a = attention(q, k, v, attn_mask, self.attn_dropout, self.training)
-        a = a.transpose(1, 2).reshape(b, t, h)
-        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
-        y = self.ffn_out(F.gelu(self.ffn_in(x)))
-        return self.ffn_norm(x + self.dropout(y))
 
 
 class ConvBlock(nn.Module):
-    """The paper's convolutional front block: the (sequence x hidden) activation is a 1-channel image.
-
-    It ignores the attention mask, as in the authors' code, and replaces encoder layer 0.
-    """
+    """The paper's convolutional front block (computed by `conv_front`): the (sequence x hidden) activation is a
+    1-channel image. It ignores the attention mask, as in the authors' code, and replaces encoder layer 0."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -158,15 +249,12 @@ class ConvBlock(nn.Module):
         for kernel in cfg.conv_kernels:
             blocks += [
                 nn.Conv2d(channels, cfg.conv_channels, kernel, padding="same"),
-                nn.BatchNorm2d(cfg.conv_channels),
+                nn.BatchNorm2d(cfg.conv_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
                 nn.GELU(),
             ]
             channels = cfg.conv_channels
-        blocks += [nn.Conv2d(channels, 1, 1), nn.BatchNorm2d(1), nn.GELU()]
+        blocks += [nn.Conv2d(channels, 1, 1), nn.BatchNorm2d(1, eps=BN_EPS, momentum=BN_MOMENTUM), nn.GELU()]
         self.net = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.unsqueeze(1)).squeeze(1)
 
 
 class Encoder(nn.Module):
@@ -180,21 +268,7 @@ class Encoder(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> Tensor:
-        if input_ids.shape[1] > self.cfg.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
-                f"{self.cfg.max_position_embeddings}"
-            )
-        x = self.embeddings(input_ids, token_type_ids)
-        if self.conv is not None:
-            x = self.conv(x)
-        # Boolean key mask broadcast over heads and queries; None lets SDPA take its fastest kernel.
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+        return encode(self, self.cfg, ONE_MODEL, input_ids, attention_mask, token_type_ids, self.training)
 
 
 def init_weights(module: nn.Module, std: float) -> None:
@@ -225,10 +299,6 @@ class BertForMLM(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.apply(lambda m: init_weights(m, cfg.initializer_range))
 
-    def _vocab_logits(self, h: Tensor) -> Tensor:
-        h = self.head_norm(F.gelu(self.head_dense(h)))
-        return F.linear(h, self.bert.embeddings.word_embeddings.weight, self.head_bias)
-
     def forward(
         self,
         input_ids: Tensor,
@@ -236,12 +306,12 @@ class BertForMLM(nn.Module):
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
     ) -> ModelOutput:
-        h = self.bert(input_ids, attention_mask, token_type_ids)
+        h = encode(self.bert, self.cfg, ONE_MODEL, input_ids, attention_mask, token_type_ids, self.training)
         if labels is None:
-            return ModelOutput(logits=self._vocab_logits(h))
+            return ModelOutput(logits=vocab_logits(self, self.cfg, ONE_MODEL, h))
         # Only the ~15 % masked positions carry a loss: project just those onto the vocabulary.
         selected = labels != IGNORE_INDEX
-        logits = self._vocab_logits(h[selected])
+        logits = vocab_logits(self, self.cfg, ONE_MODEL, h[selected])
         loss = F.cross_entropy(logits.float(), labels[selected])
         return ModelOutput(logits=logits, loss=loss)
 
@@ -255,7 +325,6 @@ class BertForClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = Encoder(cfg)
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.apply(lambda m: init_weights(m, cfg.initializer_range))
 
@@ -265,10 +334,11 @@ class BertForClassification(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        cls_only: bool = False,
     ) -> ModelOutput:
-        h = self.bert(input_ids, attention_mask, token_type_ids)
-        pooled = torch.tanh(self.pooler(h[:, 0]))
-        logits = self.classifier(self.dropout(pooled))
+        """cls_only: the last layer at [CLS] only (encode), the inference path: the same logits up to rounding."""
+        h = encode(self.bert, self.cfg, ONE_MODEL, input_ids, attention_mask, token_type_ids, self.training, cls_only)
+        logits = class_logits(self, self.cfg, ONE_MODEL, h, self.training)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return ModelOutput(logits=logits, loss=loss)
 

@@ -10,9 +10,9 @@ How the N members are held and run (model.py, ops.py):
   becomes one tensor with a leading member axis, `committee.members.<member name>` of shape [N, *member shape].
   The `members` container has the member model's module tree, so state_dict names are the member's names; its
   modules are never called (their parameters are stacked).
-- The forward pass is written out with batched matrix products over the member axis, one scaled-dot-product
-  attention call over (members x batch) and grouped convolutions for the convolutional variants, so N members cost
-  one op sequence instead of N. torch.vmap over the member model was the obvious alternative and is slower on a
+- The forward pass is model.py's (`encode` and the heads), run with ops.py's MemberOps: batched matrix products
+  over the member axis, one scaled-dot-product attention call over (members x batch) and grouped convolutions for
+  the convolutional variants, so N members cost one op sequence instead of N. torch.vmap over the member model was the obvious alternative and is slower on a
   CPU: there vmap has no batching rule for the flash-attention kernel (it falls back to a per-member loop), and
   nn.Embedding's batching rule copies the whole stacked table on every call (benchmarks/committee_latency.py).
 - A classifier reads only the [CLS] position of the last layer, so by default that layer computes keys and values

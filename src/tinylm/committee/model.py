@@ -1,8 +1,9 @@
 """The stacked committee module: N members of one configuration and head, computed in one batched pass.
 
 Every parameter of a member model (model.py's BertForClassification or BertForMLM) becomes one tensor with a
-leading member axis; the forward pass is written out with per-member batched ops (committee/ops.py), so N members
-cost one op sequence instead of N. The package docstring (tinylm/committee/__init__.py) says why it is built so.
+leading member axis; the forward pass is model.py's (`encode` and the heads), run with per-member batched ops
+(committee/ops.py), so N members cost one op sequence instead of N. The package docstring
+(tinylm/committee/__init__.py) says why it is built so.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.committee.ops import conv_front, conv_plan, gather_rows, layer_norm, linear, masked_mean
+from tinylm.committee.ops import MemberOps, StackedView, masked_mean
 from tinylm.config import ModelConfig
-from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM, ModelOutput, attention, dropout
+from tinylm.model import (
+    IGNORE_INDEX,
+    BertForClassification,
+    BertForMLM,
+    ModelOutput,
+    class_logits,
+    encode,
+    vocab_logits,
+)
 
 HEADS = ("classification", "mlm")
 # Inference runs members in chunks whose widest activation (tokens x max(hidden, intermediate)) holds at most this
@@ -106,7 +115,6 @@ class Committee(nn.Module):
             if tuple(value.shape) != (n, *ref.shape):
                 raise ValueError(f"{name}: stacked shape {tuple(value.shape)}, expected {(n, *ref.shape)}")
             _set_tensor(self.members, name, value, name in want_p)
-        self._conv_plan = conv_plan(self.members)
 
     # ----- construction -----
 
@@ -246,65 +254,22 @@ class Committee(nn.Module):
         labels: Tensor | None,
         members: Sequence[int] | None,
     ) -> CommitteeOutput:
-        p = self.stacked(members)
-        n = next(iter(p.values())).shape[0]
-        per_member = input_ids.ndim == 3
-        if per_member and input_ids.shape[0] != n:
+        w: Any = self.members if members is None else StackedView(self.stacked(members))
+        n = self.n if members is None else len(members)
+        if input_ids.ndim == 3 and input_ids.shape[0] != n:
             raise ValueError(f"input_ids has {input_ids.shape[0]} member batches for {n} members")
         if input_ids.ndim not in (2, 3):
             raise ValueError("input_ids must be [B, L] (shared) or [N, B, L] (one batch per member)")
-        b, t = input_ids.shape[-2:]
-        if t > self.cfg.max_position_embeddings:
-            raise ValueError(f"sequence length {t} exceeds max_position_embeddings {self.cfg.max_position_embeddings}")
+        ops = MemberOps(n)
+        classify = self.head == "classification"
+        x = encode(w.bert, self.cfg, ops, input_ids, attention_mask, token_type_ids, self.training,
+                   cls_only=classify and self.cls_only)  # [n, b, t, h]
+        if classify:
+            return self._classify(class_logits(w, self.cfg, ops, x, self.training), labels)
+        return self._mlm(w, ops, x, labels)
 
-        x = self._embed(p, n, input_ids, token_type_ids)  # [n, b, t, h]
-        if self._conv_plan:
-            x = conv_front(p, n, x, self._conv_plan, self.training)
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            m = attention_mask.bool()
-            m = m.reshape(n * b, t) if per_member else m.unsqueeze(0).expand(n, b, t).reshape(n * b, t)
-            mask = m[:, None, None, :]
-        last = self.cfg.num_hidden_layers - 1
-        for i in range(self.cfg.num_hidden_layers):
-            cls_only = i == last and self.head == "classification" and self.cls_only
-            x = self._layer(p, f"bert.layers.{i}.", x, mask, cls_only)
-        if self.head == "classification":
-            return self._classify(p, x, labels)
-        return self._mlm(p, x, labels)
-
-    def _embed(self, p: dict[str, Tensor], n: int, ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        pre = "bert.embeddings."
-        t = ids.shape[-1]
-        x = gather_rows(p[pre + "word_embeddings.weight"], ids, n, self.cfg.pad_token_id)
-        x = x + p[pre + "position_embeddings.weight"][:, None, :t]
-        tt = p[pre + "token_type_embeddings.weight"]
-        x = x + (tt[:, None, None, 0] if token_type_ids is None else gather_rows(tt, token_type_ids, n, None))
-        return self._dropout(layer_norm(x, p, pre + "norm.", self.cfg.layer_norm_eps))
-
-    def _dropout(self, x: Tensor) -> Tensor:
-        return dropout(x, self.cfg.hidden_dropout_prob, self.training)
-
-    def _layer(self, p: dict[str, Tensor], pre: str, x: Tensor, mask: Tensor | None, cls_only: bool) -> Tensor:
-        n, b, _, h = x.shape
-        heads = self.cfg.num_attention_heads
-        eps = self.cfg.layer_norm_eps
-
-        def split(y: Tensor) -> Tensor:  # [n, b, s, h] -> [n*b, heads, s, h/heads]
-            return y.reshape(n * b, y.shape[2], heads, h // heads).transpose(1, 2)
-
-        xq = x[:, :, :1] if cls_only else x
-        q, k, v = split(linear(xq, p, pre + "query.")), split(linear(x, p, pre + "key.")), split(
-            linear(x, p, pre + "value."))
-        a = attention(q, k, v, mask, self.cfg.attention_probs_dropout_prob, self.training)
-        a = a.transpose(1, 2).reshape(n, b, xq.shape[2], h)
-        y = layer_norm(xq + self._dropout(linear(a, p, pre + "attn_out.")), p, pre + "attn_norm.", eps)
-        z = linear(F.gelu(linear(y, p, pre + "ffn_in.")), p, pre + "ffn_out.")
-        return layer_norm(y + self._dropout(z), p, pre + "ffn_norm.", eps)
-
-    def _classify(self, p: dict[str, Tensor], x: Tensor, labels: Tensor | None) -> CommitteeOutput:
-        pooled = torch.tanh(linear(x[:, :, 0], p, "pooler."))
-        logits = linear(self._dropout(pooled), p, "classifier.")  # [n, b, c]
+    def _classify(self, logits: Tensor, labels: Tensor | None) -> CommitteeOutput:
+        """Per-member losses of the logits [n, b, c]."""
         if labels is None:
             return CommitteeOutput(logits=logits)
         n, b, c = logits.shape
@@ -313,16 +278,9 @@ class Committee(nn.Module):
         member_losses = masked_mean(nll.view(n, b), labels != IGNORE_INDEX)
         return CommitteeOutput(logits=logits, loss=member_losses.sum(), member_losses=member_losses)
 
-    def _vocab_logits(self, p: dict[str, Tensor], h: Tensor) -> Tensor:
-        h = layer_norm(F.gelu(linear(h, p, "head_dense.")), p, "head_norm.", self.cfg.layer_norm_eps)
-        shape = h.shape
-        w = p["bert.embeddings.word_embeddings.weight"]  # tied decoder, [n, V, h]
-        out = torch.baddbmm(p["head_bias"][:, None, :], h.reshape(shape[0], -1, shape[-1]), w.transpose(1, 2))
-        return out.view(*shape[:-1], w.shape[1])
-
-    def _mlm(self, p: dict[str, Tensor], x: Tensor, labels: Tensor | None) -> CommitteeOutput:
+    def _mlm(self, w: Any, ops: MemberOps, x: Tensor, labels: Tensor | None) -> CommitteeOutput:
         if labels is None:
-            return CommitteeOutput(logits=self._vocab_logits(p, x))
+            return CommitteeOutput(logits=vocab_logits(w, self.cfg, ops, x))
         n, b, t, h = x.shape
         labels = (labels.expand(n, b, t) if labels.ndim == 2 else labels).reshape(n, b * t)
         selected = labels != IGNORE_INDEX
@@ -333,7 +291,7 @@ class Committee(nn.Module):
         valid = torch.arange(k, device=x.device)[None, :] < counts[:, None]
         picked = torch.gather(x.reshape(n, b * t, h), 1, order[..., None].expand(n, k, h))
         targets = torch.where(valid, torch.gather(labels, 1, order), torch.full_like(order, IGNORE_INDEX))
-        logits = self._vocab_logits(p, picked)  # [n, k, V]
+        logits = vocab_logits(w, self.cfg, ops, picked)  # [n, k, V]
         # Over rows of [n * k, V]: a log_softmax along the strided class dim of [n, V, k] was ~20x slower on CPU.
         nll = F.cross_entropy(logits.float().reshape(n * k, -1), targets.reshape(n * k), reduction="none").view(n, k)
         member_losses = masked_mean(nll, valid)

@@ -1,16 +1,20 @@
-"""Per-member layers over stacked tensors (member axis first): one batched op serves all members.
+"""The ops of model.py's forward pass over stacked tensors (member axis first): one batched op serves all members.
 
-Each function is the committee counterpart of one nn module of model.py, with member j's weights at index j:
-`linear` is nn.Linear via torch.baddbmm, `layer_norm` nn.LayerNorm, `gather_rows` nn.Embedding, and `conv_front`
-the convolutional front block of the paper's BERT-1 variants as grouped convolutions: member j's channels are
-group j, so one conv2d / batch_norm call serves all members, each with its own weights and statistics.
+model.py's functions (`encode`, `layer`, the heads) run a committee as they run one model, with `MemberOps` in
+place of model.Ops: `affine` is nn.Linear via torch.baddbmm, `layer_norm` nn.LayerNorm, `embedding` nn.Embedding
+(each member looks up its own table), with member j's weights at index j. `StackedView` reaches stacked tensors
+held in a dict by attribute, as model.py's functions reach a module's weights.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from tinylm.model import Ops
 
 
 def gather_rows(table: Tensor, ids: Tensor, n: int, padding_idx: int | None) -> Tensor:
@@ -31,59 +35,45 @@ def expand_member(t: Tensor, ndim: int) -> Tensor:
     return t.view(t.shape[0], *([1] * (ndim - 2)), t.shape[-1])
 
 
-def linear(x: Tensor, p: dict[str, Tensor], pre: str) -> Tensor:
-    """Per-member nn.Linear: x [n, ..., in] with weight [n, out, in] and bias [n, out]."""
-    w, bias = p[pre + "weight"], p[pre + "bias"]
-    shape = x.shape
-    out = torch.baddbmm(bias[:, None, :], x.reshape(shape[0], -1, shape[-1]), w.transpose(1, 2))
-    return out.view(*shape[:-1], w.shape[1])
+class MemberOps(Ops):
+    """model.Ops for n members: activations [n, ..., h], weights [n, *member shape]."""
+
+    def __init__(self, n: int):
+        self.members = n
+
+    def affine(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """x [n, ..., in] with weight [n, out, in] and bias [n, out]."""
+        shape = x.shape
+        out = torch.baddbmm(bias[:, None, :], x.reshape(shape[0], -1, shape[-1]), weight.transpose(1, 2))
+        return out.view(*shape[:-1], weight.shape[1])
+
+    def layer_norm(self, x: Tensor, m: Any, eps: float) -> Tensor:  # the size as an int, as in model.Ops
+        y = F.layer_norm(x, (int(x.shape[-1]),), None, None, eps)
+        return y * expand_member(m.weight, x.ndim) + expand_member(m.bias, x.ndim)
+
+    def embedding(self, ids: Tensor, table: Tensor, padding_idx: int | None) -> Tensor:
+        return gather_rows(table, ids, self.members, padding_idx)
+
+    def per_member(self, t: Tensor) -> Tensor:
+        return t.unsqueeze(1)  # [n, rows, h] -> [n, 1, rows, h]
 
 
-def layer_norm(x: Tensor, p: dict[str, Tensor], pre: str, eps: float) -> Tensor:
-    """Per-member nn.LayerNorm over the last axis."""
-    # int(): under ONNX tracing a size is a graph value, which the LayerNormalization symbolic refuses; the
-    # hidden size is fixed, so a constant changes nothing.
-    y = F.layer_norm(x, (int(x.shape[-1]),), None, None, eps)
-    return y * expand_member(p[pre + "weight"], x.ndim) + expand_member(p[pre + "bias"], x.ndim)
+class StackedView:
+    """Stacked tensors by name, reached as attributes: view.bert.layers[0].query.weight is
+    tensors["bert.layers.0.query.weight"] (a member subset's tensors, which no module holds)."""
+
+    def __init__(self, tensors: dict[str, Tensor], prefix: str = ""):
+        self.tensors, self.prefix = tensors, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        key = self.prefix + name
+        found = self.tensors.get(key)
+        return found if found is not None else StackedView(self.tensors, key + ".")
+
+    def __getitem__(self, i: int) -> StackedView:
+        return StackedView(self.tensors, f"{self.prefix}{i}.")
 
 
 def masked_mean(values: Tensor, valid: Tensor) -> Tensor:
     """Per-row mean of `values` [n, m] over `valid` entries (F.cross_entropy's mean with ignore_index)."""
     return (values * valid).sum(1) / valid.sum(1)
-
-
-ConvPlan = list[tuple[str, str, nn.Module]]
-
-
-def conv_plan(member: nn.Module) -> ConvPlan:
-    """(kind, stacked-name prefix, module) for each layer of a member model's conv block; [] without one."""
-    conv = member.bert.conv
-    if conv is None:
-        return []
-    plan = []
-    for idx, module in enumerate(conv.net):
-        kind = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.GELU: "gelu"}.get(type(module))
-        if kind is None:
-            raise TypeError(f"unsupported conv block module {module}")
-        plan.append((kind, f"bert.conv.net.{idx}.", module))
-    return plan
-
-
-def conv_front(p: dict[str, Tensor], n: int, x: Tensor, plan: ConvPlan, training: bool) -> Tensor:
-    """The conv block on embeddings x [n, b, t, h], each member with its own weights and batch statistics."""
-    _, b, t, h = x.shape
-    y = x.permute(1, 0, 2, 3)  # [b, n, t, h]: member j's 1-channel image is channel j
-    for kind, pre, module in plan:
-        if kind == "conv":
-            w = p[pre + "weight"]  # [n, out, in, kh, kw]
-            y = F.conv2d(y, w.reshape(-1, *w.shape[2:]), p[pre + "bias"].reshape(-1), padding=module.padding,
-                         groups=n)
-        elif kind == "bn":
-            rm, rv = p[pre + "running_mean"], p[pre + "running_var"]
-            if training and module.track_running_stats:
-                p[pre + "num_batches_tracked"].add_(1)
-            y = F.batch_norm(y, rm.view(-1), rv.view(-1), p[pre + "weight"].reshape(-1),
-                             p[pre + "bias"].reshape(-1), training, module.momentum, module.eps)
-        else:
-            y = F.gelu(y)
-    return y.reshape(b, n, t, h).permute(1, 0, 2, 3)

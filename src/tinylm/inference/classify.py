@@ -66,7 +66,7 @@ def class_probabilities(
         if members is not None or per_member:
             raise ValueError("members and per_member apply to a committee only")
         with autocast(input_ids.device, precision):
-            logits = model(input_ids, attention_mask).logits
+            logits = model(input_ids, attention_mask, cls_only=True).logits
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature

@@ -2,16 +2,16 @@
 
 The graph takes input_ids and attention_mask (int64 [batch, sequence], both axes dynamic) and returns
 probabilities (float32 [batch, labels]): inference.ProbabilityGraph traced, i.e. for a committee the mean of its
-members' softmaxes (the soft vote) computed by the committee's stacked, batched forward pass, so N members are one
-graph with one op sequence, not N graphs; a plain model is exported as a committee of one (the same function,
-with the last layer at [CLS] only).
+members' softmaxes (the soft vote) computed by model.py's forward pass over the stacked members, so N members are
+one graph with one op sequence, not N graphs; a plain model runs the same forward pass (both with the last layer
+at [CLS] only).
 
-Why the TorchScript exporter (dynamo=False): model.py and committee/model.py skip the attention mask when a batch has
+Why the TorchScript exporter (dynamo=False): model.encode skips the attention mask when a batch has
 no padding (`if not bool(attention_mask.all())`), a data-dependent branch that torch.export refuses. Tracing
 records the branch taken by the example batch, so the example is padded: the graph always applies the mask, and a
 mask of ones is exactly no mask. Other traced constants (the sequence-length check, committee chunking) are
 either checked by the caller (encode truncates to the model's positions) or switched off for the export, and
-committee/ops.py's layer norm passes its size as a Python int, which the ONNX LayerNormalization symbolic needs.
+the layer norms pass their size as a Python int, which the ONNX LayerNormalization symbolic needs.
 
 int8 (`quantize="int8"`): the checked fp32 graph through ONNX Runtime's dynamic quantization (weights stored as int8,
 activations quantized per batch at run time; no calibration data needed). Its probabilities differ from PyTorch's by
@@ -38,7 +38,7 @@ from tinylm.checkpoint import model_folder, write_json
 from tinylm.committee import Committee
 from tinylm.data import DataError, Example, TaskData
 from tinylm.data.encoding import encode
-from tinylm.inference.classify import load_classifier
+from tinylm.inference.classify import ClassifierModel, load_classifier
 from tinylm.inference.predictor import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder
 from tinylm.tokenizer import load_tokenizer
 
@@ -54,11 +54,13 @@ ACCURACY_TOLERANCE = 0.5  # accuracy points on the test sample a graph may lose 
 
 
 @contextlib.contextmanager
-def _exportable(committee: Committee) -> Iterator[None]:
+def _exportable(model: ClassifierModel) -> Iterator[None]:
     """Export-time settings: no committee chunking (a traced chunk count would be baked in for the example's
     shape), and no tracer warnings about the traced branches."""
-    chunking = committee.chunk_elements
-    committee.chunk_elements = 0
+    committee = model if isinstance(model, Committee) else None
+    chunking = committee.chunk_elements if committee else 0
+    if committee:
+        committee.chunk_elements = 0
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -66,7 +68,8 @@ def _exportable(committee: Committee) -> Iterator[None]:
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
-        committee.chunk_elements = chunking
+        if committee:
+            committee.chunk_elements = chunking
 
 
 def default_check_texts(count: int = CHECK_TEXTS) -> list[str]:
@@ -145,7 +148,7 @@ def trace(folder: Path, out: Path, max_length: int, opset: int) -> None:
     graph_module = ProbabilityGraph(load_classifier(folder, "cpu")).eval()
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                "probabilities": {0: "batch"}}
-    with _exportable(graph_module.committee):
+    with _exportable(graph_module.model):
         torch.onnx.export(
             graph_module, (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"])),
             str(out), input_names=["input_ids", "attention_mask"], output_names=["probabilities"],

@@ -47,20 +47,20 @@ class Runtime(Protocol):
 class ProbabilityGraph(nn.Module):
     """ids and mask in, class probabilities out: what both runtimes compute (the ONNX graph is this module, traced).
 
-    A committee answers with its soft vote (classify.class_probabilities). A plain model runs as a committee of one
-    sharing its weights, for the committee's inference path: its last layer computes queries, attention output and
-    feed-forward at [CLS] only, the same function (equal up to float rounding) with fewer FLOPs."""
+    A committee answers with its soft vote (classify.class_probabilities). Both run model.py's forward pass with
+    the last layer at [CLS] only (queries, attention output and feed-forward), the same function (equal up to
+    float rounding) with fewer FLOPs, as fine-tuning's evaluation does."""
 
     def __init__(self, model: ClassifierModel):
         super().__init__()
-        if isinstance(model, BertForClassification):
-            model = Committee.sharing(model)
-        if not isinstance(model, Committee) or model.head != "classification":
+        if isinstance(model, Committee):
+            model.require_classifier()
+        elif not isinstance(model, BertForClassification):
             raise ValueError(f"not a classifier: {type(model).__name__}")
-        self.committee = model.eval()
+        self.model = model.eval()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return class_probabilities(self.committee, input_ids, attention_mask)
+        return class_probabilities(self.model, input_ids, attention_mask)
 
 
 class TorchRuntime:
