@@ -34,6 +34,19 @@ ARMS = {
     "nodrop-mask40-b64": replace(BASE, model="demo-nodrop", mask_prob=0.4, batch_size=64),
     "nodrop-mask40-b64-lr1.4e-3": replace(BASE, model="demo-nodrop", mask_prob=0.4, batch_size=64, lr=1.4e-3),
 }
+# The third CPU scale (issue 25): quality per core-hour. Base = today's CPU-scale recipe (demo shape, no dropout,
+# 40 % masking, 5 % warm-up then linear decay to 0, batch 32, lr 1e-3) on the smallest or largest subset; arms
+# change the batch (same tokens, so a smaller batch is more optimizer steps in about the same wall time on one
+# thread) together with the learning rate, and the warm-up.
+CPU = replace(PRETRAIN_PRESETS["demo"], tokenizer="tinylm-wiki-4k", epochs=4, snapshots=4, save_every=1000)
+for articles, tag in ((6_000, "6k"), (12_000, "12k"), (27_000, "27k")):
+    for batch, lr in ((32, 1e-3), (16, 2e-3), (16, 3e-3), (16, 4e-3), (8, 2e-3), (8, 3e-3), (8, 4e-3)):
+        ARMS[f"v3-{tag}-b{batch}-lr{lr:g}"] = replace(CPU, articles=articles, batch_size=batch, lr=lr)
+        ARMS[f"v3-{tag}-b{batch}-lr{lr:g}-warm0.15"] = replace(CPU, articles=articles, batch_size=batch, lr=lr,
+                                                               warmup_ratio=0.15)
+        ARMS[f"v3-{tag}-b{batch}-lr{lr:g}-warm0.3"] = replace(CPU, articles=articles, batch_size=batch, lr=lr,
+                                                              warmup_ratio=0.3)
+        ARMS[f"v3-{tag}-b{batch}-lr{lr:g}-e8"] = replace(CPU, articles=articles, batch_size=batch, lr=lr, epochs=8)
 
 
 def main() -> None:

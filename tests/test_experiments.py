@@ -100,6 +100,29 @@ def test_paper_scale_matches_the_paper_notes(full_data_root) -> None:
         assert paper.samples[task] == tuple(_number(g) for g in match.groups()), task
 
 
+def test_shards_share_one_cache_then_the_report_trains_nothing(tmp_path, data_root, monkeypatch) -> None:
+    """Two shards train disjoint halves of the models, each with two fine-tuning seeds per model and its own
+    scratch twin per fine-tuning seed; the call without --shard then finds every run and reports."""
+    scale = replace(TINY, finetune_seeds=2)
+    out = tmp_path / "sweep"
+    done = [reproduce(("gap", "size"), scale, out, tasks=("ag_news",), root=data_root, shard=(i, 2))["pairs"]
+            for i in range(2)]
+    assert done == [2 * 2, 2 * 2]  # 4 models (2 seeds x 2 sizes), two each, x 2 fine-tuning seeds
+    assert not (out / "results.json").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run the shards trained was trained again")
+
+    monkeypatch.setattr(runs_module, "pretrain", refuse)
+    monkeypatch.setattr(runs_module, "finetune", refuse)
+    results = reproduce(("gap", "size"), scale, out, tasks=("ag_news",), root=data_root)
+    records = results["records"]
+    assert {(r["seed"], r["finetune_seed"]) for r in records} == {(42, 42), (42, 1042), (43, 43), (43, 1043)}
+    scratch_runs = {r["runs"]["scratch"] for r in records}
+    assert len(scratch_runs) == 4  # one twin per (pre-training seed, fine-tuning seed), shared across sizes only
+    assert results["finetune_seeds"] == 2 and (out / "report.md").is_file()
+
+
 def test_cpu_scale_covers_every_task_and_keeps_the_paper_design() -> None:
     cpu = SCALES["cpu"]
     assert set(cpu.samples) == {"fewrel", "ag_news", "dbpedia"} and cpu.seeds >= 3

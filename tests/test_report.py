@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -204,3 +205,32 @@ def test_compute_counts_each_run_once_even_when_experiments_share_it() -> None:
     assert compute_text([gap, size]) == "compute 1.20 h over 3 timed runs"
     assert compute_text([{"seconds": 1800.0}]) == "compute 0.50 h over 1 timed runs"
     assert compute_text([{}]) == "no run times recorded"
+
+
+def test_size_trend_is_tested_over_pretraining_seeds(tmp_path: Path) -> None:
+    """Claim 2 is one slope per pre-training seed, tested over the seeds: five fine-tuning seeds of each model
+    (each with its own scratch twin) are averaged first, not counted as 15 independent runs per size."""
+    slopes = {42: 0.10, 43: 0.12, 44: -0.02}  # gap change from the first to the last size, per pre-training seed
+    records = [
+        {**run("size", "ag_news", a, seed, 0.6 + i * slope / 2 + 0.002 * ft, 0.5), "finetune_seed": seed + 1000 * ft}
+        for seed, slope in slopes.items() for i, a in enumerate((1000, 2000, 4000)) for ft in range(5)]
+    md = render_report(records, tmp_path)[0].read_text()
+    [trend] = bullets(md, "ag_news")
+    assert "over 3 pre-training seeds" in trend and "not statistically clear" in trend
+    assert "| Fine-tuning seed |" in md  # the runs table names every fine-tuning run
+    assert "each pre-trained model fine-tuned with 5 seeds" in md
+
+
+def test_gap_interval_is_over_pretraining_seeds_of_per_seed_means() -> None:
+    from tinylm.analysis.records import summarise
+    from tinylm.analysis.stats import mean_ci
+
+    gaps = {42: [0.10, 0.12, 0.14], 43: [0.05, 0.07, 0.09], 44: [0.20, 0.20, 0.20]}  # per fine-tuning seed
+    records = [{**run("gap", "ag_news", 2000, seed, 0.5 + g, 0.5), "finetune_seed": seed + 1000 * j}
+               for seed, gs in gaps.items() for j, g in enumerate(gs)]
+    [cell] = summarise(records)
+    expected = mean_ci([0.12, 0.07, 0.20])
+    assert cell.gap.n == 3 and cell.finetune_seeds == 3 and cell.seeds == (42, 43, 44)
+    assert abs(cell.gap.mean - expected.mean) < 1e-12 and abs(cell.gap.half_width - expected.half_width) < 1e-12
+    assert abs(cell.pretraining_sd - np.std([0.12, 0.07, 0.20], ddof=1)) < 1e-12
+    assert abs(cell.finetuning_sd - np.sqrt((0.02**2 * 2 + 0.02**2 * 2 + 0) / 6)) < 1e-12

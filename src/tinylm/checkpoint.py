@@ -7,6 +7,8 @@ of silently dropping the conv weights, and tinylm loads it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -201,15 +203,19 @@ def read_model_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 
 def load_model(
-    name_or_path: str | os.PathLike, head: str | None = None, num_labels: int | None = None
+    name_or_path: str | os.PathLike, head: str | None = None, num_labels: int | None = None,
+    dropout: float | None = None,
 ) -> BertForMLM | BertForClassification:
     """Load a model folder written by tinylm or any Hugging Face BERT checkpoint.
 
     head="mlm" or "classification" picks the head (default: the folder's own). Loading an MLM checkpoint with
     head="classification" keeps the encoder and initialises pooler and classifier, as fine-tuning expects.
+    dropout, when given, replaces the folder's hidden and attention dropout (fine-tuning's own regulariser).
     """
     path = resolve_model_dir(name_or_path)
     cfg, raw = read_model_config(path)
+    if dropout is not None:
+        cfg = dataclasses.replace(cfg, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     saved_head = raw.get("tinylm", {}).get("head")
     if saved_head is None:
         saved_head = "classification" if "id2label" in raw and "ForSequence" in str(raw.get("architectures")) else "mlm"

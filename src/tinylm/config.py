@@ -229,6 +229,7 @@ class FinetuneConfig:
     test_per_label: int | None = None
     fewrel_markers: bool = False
     max_length: int = 128
+    dropout: float | None = None  # fine-tuning dropout (hidden and attention); None: the model's own
     epochs: int = 5
     batch_size: int = 32
     lr: float = 5e-5
@@ -266,13 +267,14 @@ class FinetuneConfig:
             "train_per_label": optional(integer(1), "the paper's sampling"),
             "test_per_label": optional(integer(1), "the paper's sampling"),
             "max_length": integer(MIN_TOKENS),
+            "dropout": optional(DROPOUT, "the model's own"),
             **TRAINING_RULES,
             "test_fraction": number(0, 1),
             "validation_fraction": number(0, 1),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_defaults(self, dataclasses.asdict(self), USER_DATA_FIELDS)
+        return _drop_defaults(self, dataclasses.asdict(self), (*USER_DATA_FIELDS, "dropout"))
 
 
 USER_DATA_FIELDS = ("train_file", "test_file", "test_fraction", "validation_fraction", "text_column", "label_column",

@@ -9,6 +9,11 @@ pre-trained model and its from-scratch twin:
      "overlap": {"token": 0.97, "type": 0.88, "weighted": 0.91},      # optional (needed by experiment 3)
      "seconds": 812.5}                                                # optional compute time of the pair
 
+A record may also carry "finetune_seed" (default: its seed): a sweep that fine-tunes each pre-trained model
+with several seeds, each next to its own scratch twin. Each pre-training seed's fine-tuning runs are averaged
+first, so the intervals are over pre-training seeds (the independent units), never over fine-tuning runs that
+share a pre-trained model.
+
 The gap is pretrained - scratch per seed; means carry a Student-t confidence interval over seeds (the gap's
 is the paired one, see tinylm.analysis.stats).
 """
@@ -51,8 +56,8 @@ def _check_record(record: Any, index: int) -> dict[str, Any]:
         raise ValueError(f"{where}: experiment must be one of {', '.join(EXPERIMENTS)}, got {rec['experiment']!r}")
     if not isinstance(rec["task"], str) or not rec["task"]:
         raise ValueError(f"{where}: task must be a non-empty string")
-    for key in ("articles", "seed"):
-        if isinstance(rec[key], bool) or not isinstance(rec[key], int):
+    for key in ("articles", "seed", "finetune_seed"):
+        if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], int)):
             raise ValueError(f"{where}: {key} must be an integer, got {rec[key]!r}")
     for key in ("pretrained_accuracy", "scratch_accuracy"):
         value = rec[key]
@@ -81,7 +86,7 @@ def load_records(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -
         raise ValueError("no run records to report on")
     seen: set[tuple[Any, ...]] = set()
     for i, r in enumerate(records):
-        key = (r["experiment"], r["task"], r["articles"], r["seed"])
+        key = (r["experiment"], r["task"], r["articles"], r["seed"], r.get("finetune_seed", r["seed"]))
         if key in seen:  # a repeated seed would be counted twice in the mean and narrow the CI falsely
             raise ValueError(f"record {i}: duplicate run {key}")
         seen.add(key)
@@ -100,7 +105,33 @@ class Cell:
     gap: MeanCI
     overlap: dict[str, float]  # mean over the seeds that carry it (the same subset, so normally identical)
     seconds: float
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # pre-training seeds
+    finetune_seeds: int = 1  # fine-tuning seeds per pre-training seed (the fewest any seed has)
+    # Standard deviations of the gap (fractions): between pre-training seeds (of each seed's mean gap) and between
+    # fine-tuning seeds of one pre-trained model (pooled over the pre-training seeds); NaN where not measurable.
+    pretraining_sd: float = float("nan")
+    finetuning_sd: float = float("nan")
+
+
+def per_seed_means(runs: Sequence[Mapping[str, Any]]) -> dict[int, tuple[float, float, list[float]]]:
+    """Pre-training seed -> (mean pre-trained accuracy, mean scratch accuracy, the gaps of its fine-tuning runs)."""
+    by_seed: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by_seed[r["seed"]].append(r)
+    return {seed: (float(np.mean([r["pretrained_accuracy"] for r in rs])),
+                   float(np.mean([r["scratch_accuracy"] for r in rs])),
+                   [r["pretrained_accuracy"] - r["scratch_accuracy"] for r in rs])
+            for seed, rs in sorted(by_seed.items())}
+
+
+def _sd_split(means: Mapping[int, tuple[float, float, list[float]]]) -> tuple[float, float]:
+    """(SD of the per-seed mean gaps, pooled SD of the gaps within a seed)."""
+    gaps = [pre - scratch for pre, scratch, _ in means.values()]
+    between = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else float("nan")
+    within = [g for _, _, g in means.values() if len(g) > 1]
+    dof = sum(len(g) - 1 for g in within)
+    pooled = float(np.sqrt(sum((len(g) - 1) * np.var(g, ddof=1) for g in within) / dof)) if dof else float("nan")
+    return between, pooled
 
 
 def summarise(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> list[Cell]:
@@ -110,9 +141,11 @@ def summarise(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) ->
         groups[(r["experiment"], r["task"], r["articles"])].append(r)
     cells = []
     for (experiment, task, articles), runs in groups.items():
-        runs = sorted(runs, key=lambda r: r["seed"])
-        pre = [r["pretrained_accuracy"] for r in runs]
-        scratch = [r["scratch_accuracy"] for r in runs]
+        runs = sorted(runs, key=lambda r: (r["seed"], r.get("finetune_seed", r["seed"])))
+        means = per_seed_means(runs)
+        pre = [m[0] for m in means.values()]
+        scratch = [m[1] for m in means.values()]
+        between, within = _sd_split(means)
         overlap_values: dict[str, list[float]] = defaultdict(list)
         for r in runs:
             for name, value in (r.get("overlap") or {}).items():
@@ -124,9 +157,29 @@ def summarise(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) ->
             gap=paired_gap(pre, scratch, confidence),
             overlap={name: float(np.mean(v)) for name, v in overlap_values.items()},
             seconds=float(sum(r.get("seconds") or 0.0 for r in runs)),
-            seeds=tuple(r["seed"] for r in runs),
+            seeds=tuple(means),
+            finetune_seeds=min(len(m[2]) for m in means.values()),
+            pretraining_sd=between, finetuning_sd=within,
         ))
     return sorted(cells, key=lambda c: (EXPERIMENTS.index(c.experiment), task_key(c.task), c.articles))
+
+
+def seed_slopes(runs: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Per pre-training seed with 2+ sizes: the least-squares slope of its mean gap (over its fine-tuning seeds) on
+    the pre-training size, in gap (fraction) per article. Each seed is one independent replicate of the trend, so
+    a test over these slopes does not count runs that share a scratch twin or a pre-trained model as independent."""
+    by_seed: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by_seed[r["seed"]].append(r)
+    slopes = {}
+    for seed, rs in sorted(by_seed.items()):
+        sizes = sorted({r["articles"] for r in rs})
+        if len(sizes) < 2:
+            continue
+        gaps = [float(np.mean([r["pretrained_accuracy"] - r["scratch_accuracy"] for r in rs if r["articles"] == a]))
+                for a in sizes]
+        slopes[seed] = float(np.polyfit(sizes, gaps, 1)[0])
+    return slopes
 
 
 def try_fit(x: Sequence[float], y: Sequence[float], confidence: float) -> LineFit | None:

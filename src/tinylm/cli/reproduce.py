@@ -7,6 +7,7 @@ OUT/runs (or --runs), so an interrupted command resumes when run again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     x.add_argument("experiment", choices=EXPERIMENT_CHOICES)
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
+    x.add_argument("--finetune-seeds", type=int, default=None,
+                   help="gap/size/overlap/all: fine-tuning seeds per pre-trained model (default: the scale's)")
+    x.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
+                   help="gap/size/overlap/all: train only share I of N of the models (run N processes, I = 0..N-1, "
+                        "on one OUT), then run once more without --shard to write the report from the cache")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
     x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
     x.add_argument("--from", dest="source", default=None,
                    help="deploy: the OUT folder of a finished `reproduce committee` (its models are measured)")
     x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
     selection.add_reproduce_flags(x)
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N), with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text}: I must be in 0..N-1")
+    return index, count
 
 
 def chosen_tasks(args: argparse.Namespace) -> tuple[str, ...]:
@@ -38,8 +55,9 @@ def chosen_tasks(args: argparse.Namespace) -> tuple[str, ...]:
     unknown = [t for t in tasks if t not in TASK_ORDER]
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}")
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError("--seeds must be at least 1")
+    for flag in ("seeds", "finetune_seeds"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
     return tasks
 
 
@@ -54,8 +72,15 @@ def run_paper(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
     from tinylm.experiments.scales import SCALES
 
     experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
-    results = reproduce(experiments, SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks,
-                        root=args.data, device=args.device)
+    scale = SCALES[args.scale]
+    if args.finetune_seeds:
+        scale = dataclasses.replace(scale, finetune_seeds=args.finetune_seeds)
+    results = reproduce(experiments, scale, args.out, seeds=args.seeds, tasks=tasks, root=args.data,
+                        device=args.device, shard=args.shard)
+    if args.shard:
+        print(f"shard {args.shard[0]}/{args.shard[1]}: {results['pairs']} pairs trained or found in {args.out}/runs; "
+              "run again without --shard for the report")
+        return 0
     print(report_line(results, args.out, extras="PNG plots"))
     return 0
 

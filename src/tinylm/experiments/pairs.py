@@ -31,6 +31,13 @@ def sweep_seeds(n: int) -> range:
     return range(FIRST_SEED, FIRST_SEED + n)
 
 
+def finetune_seeds(pretrain_seed: int, n: int) -> list[int]:
+    """The fine-tuning seeds of one pre-training seed: the seed itself first (a sweep with one fine-tuning seed
+    fine-tunes as before), then seed + 1000 j, so no two pre-training seeds share a fine-tuning seed, and so no
+    two share a scratch twin (their gaps stay independent)."""
+    return [pretrain_seed + 1000 * j for j in range(n)]
+
+
 def load_task_samples(scale: TaskRecipe, tasks: tuple[str, ...],
                       root: str | os.PathLike | None) -> dict[str, TaskData]:
     """Every task's sample at this scale, loaded (and checked) before any training, so that bad data fails fast
@@ -47,7 +54,8 @@ def finetune_recipe(scale: TaskRecipe, task: str, seed: int) -> FinetuneConfig:
 
 def finetune_pair(scale: Scale, task: str, seed: int, pre_dir: Path, runs: Path, root: str | os.PathLike | None,
                   device: str | None, data: Any) -> tuple[dict[str, Any], dict[str, Any], FinetuneConfig]:
-    """The fine-tuning of the model in pre_dir on `task` and of its from-scratch twin (both cached by config).
+    """The fine-tuning of the model in pre_dir on `task` and of its from-scratch twin (both cached by config),
+    with fine-tuning seed `seed`.
 
     Returns (pre-trained metrics, scratch metrics, the shared fine-tuning config without init).
     """

@@ -8,15 +8,19 @@ vocabulary edited under the same name makes new runs instead of returning runs t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tinylm.config import MODEL_PRESETS, SHIPPED_VOCABS, FinetuneConfig, PretrainConfig, config_hash
 from tinylm.data.errors import DataError
 from tinylm.data.paths import data_root
+from tinylm.distributed import env_world
 from tinylm.tokenizer import BERT_VOCAB
 from tinylm.train.finetune import finetune
 from tinylm.train.pretrain import pretrain
@@ -38,6 +42,23 @@ def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig, root: A
         if cfg.tokenizer:
             key["vocabulary"] = vocabulary_digest(cfg.tokenizer, root)
     return runs / f"{kind}-{config_hash(key)}"
+
+
+@contextmanager
+def claimed(out: Path) -> Iterator[None]:
+    """Hold RUN/.lock while a run is checked and trained, so sweeps sharing a cache (`--shard`) never train the
+    same run at once: the second process waits, then finds it finished. Under torchrun every rank trains the run
+    together, so no lock is taken there."""
+    if env_world().distributed:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def vocabulary_digest(spec: str, root: Any = None) -> str:
@@ -67,8 +88,9 @@ def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: s
     selected subset, see tinylm.experiments.selection) passes a kind naming that subset, so the caches never mix.
     """
     out = run_dir(runs, kind, cfg, root)
-    if not (out / "summary.json").is_file():
-        pretrain(cfg, out, root=root, device=device)
+    with claimed(out):
+        if not (out / "summary.json").is_file():
+            pretrain(cfg, out, root=root, device=device)
     return out
 
 
@@ -76,6 +98,7 @@ def cached_finetune(cfg: FinetuneConfig, runs: Path, root: Any = None, device: s
                     task_data: Any = None) -> dict[str, Any]:
     """The metrics of the finished fine-tuning run for `cfg`, training it first if needed."""
     out = run_dir(runs, "finetune", cfg, root)
-    if not (out / "metrics.json").is_file():
-        finetune(cfg, out, root=root, device=device, task_data=task_data)
+    with claimed(out):
+        if not (out / "metrics.json").is_file():
+            finetune(cfg, out, root=root, device=device, task_data=task_data)
     return {**json.loads((out / "metrics.json").read_text()), "run": out.name}

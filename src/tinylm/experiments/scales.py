@@ -42,14 +42,16 @@ class Scale:
     pretrain: PretrainConfig
     finetune: FinetuneConfig
     samples: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (train, test) per label
-    seeds: int = 3
+    seeds: int = 3  # pre-training seeds
+    finetune_seeds: int = 1  # fine-tuning seeds per pre-trained model (and as many scratch twins)
 
     def __post_init__(self) -> None:
         validate(self)
 
     def rules(self) -> dict[str, Allowed]:
         return {"name": TEXT, "sizes": each(COUNT), "pretrain": instance_of(PretrainConfig),
-                "finetune": instance_of(FinetuneConfig), "samples": TASK_SAMPLES, "seeds": COUNT}
+                "finetune": instance_of(FinetuneConfig), "samples": TASK_SAMPLES, "seeds": COUNT,
+                "finetune_seeds": COUNT}
 
 
 SCALES: dict[str, Scale] = {

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from scipy import stats
 
 from tinylm.analysis.overlap import LineFit
-from tinylm.analysis.records import Cell, try_fit
-from tinylm.analysis.stats import MeanCI
+from tinylm.analysis.records import Cell
+from tinylm.analysis.stats import MeanCI, mean_ci
 from tinylm.reports.render import fmt_mean_ci
 
 # Verdicts of the findings; the report's summary groups tasks by them.
@@ -35,9 +37,10 @@ def gap_finding(label: str, gap: MeanCI, confidence: float = 0.95) -> tuple[str,
     return NO, f"{label}: the effect does not show: the gap is {g} and its {pct} CI includes 0."
 
 
-def size_finding(task: str, cells: Sequence[Cell], points: Sequence[tuple[int, float]],
+def size_finding(task: str, cells: Sequence[Cell], slopes: Mapping[int, float],
                  confidence: float = 0.95) -> tuple[str, str]:
-    """Claim 2 for one task: a per-run line fit of gap on articles; shows when its slope is > 0 and significant."""
+    """Claim 2 for one task: one slope of gap on articles per pre-training seed (analysis.records.seed_slopes),
+    tested against 0 over the seeds (one-sample t); shows when the mean slope is > 0 and the test is significant."""
     sizes = [c.articles for c in cells]
     if len(sizes) < 2:
         return NA, f"{task}: only one pre-training size ({sizes[0]:,} articles); no trend can be measured."
@@ -45,15 +48,19 @@ def size_finding(task: str, cells: Sequence[Cell], points: Sequence[tuple[int, f
     steps = "rises at every step" if all(b > a for a, b in itertools.pairwise(means)) else "does not rise at every step"
     head = (f"{task}: the mean gap goes from {means[0]:+.1f} points at {sizes[0]:,} articles to {means[-1]:+.1f} "
             f"at {sizes[-1]:,} and {steps}")
-    fit = try_fit([p[0] for p in points], [100 * p[1] for p in points], confidence)
-    if fit is None or math.isnan(fit.r):
-        return NO, f"{head}; the gap is the same in every run, so the effect does not show."
+    per_1000 = [1e5 * v for v in slopes.values()]  # gap points per 1,000 articles
+    if len(per_1000) < 2:
+        return UNCLEAR, (f"{head}; {len(per_1000)} pre-training seed(s) carry a slope, and a trend needs two or "
+                         "more to be tested, so growth with size is not established.")
+    slope = mean_ci(per_1000, confidence)
     alpha = 1 - confidence
-    trend = (f"per-run fit: {1000 * fit.slope:+.2f} points per 1,000 articles, r = {fit.r:.2f}, "
-             f"p = {fit.p_value:.2g}, {fit.n} runs")
-    if fit.slope <= 0:
+    # Every seed with the very same slope: no spread, so the t statistic is infinite (p = 0) unless the slope is 0.
+    p = float(stats.ttest_1samp(per_1000, 0.0).pvalue) if slope.half_width > 0 else float(slope.mean == 0)
+    trend = (f"per-seed slopes: {slope.mean:+.2f} points per 1,000 articles, {confidence:.0%} CI {slope.low:+.2f} to "
+             f"{slope.high:+.2f} over {slope.n} pre-training seeds, t-test p = {p:.2g}")
+    if slope.mean <= 0:
         return NO, f"{head} ({trend}). The effect does not show: the gap does not grow with pre-training size here."
-    if fit.p_value < alpha:
+    if p < alpha:
         return SHOWS, f"{head} ({trend}). The gap grows with pre-training size."
     return UNCLEAR, (f"{head} ({trend}). The upward trend is not statistically clear (p ≥ {alpha:.2g}), so growth "
                      "with size is not established by these runs.")

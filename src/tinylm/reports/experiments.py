@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.overlap import DEFAULT_MEASURE, OVERLAP_MEASURES, WEIGHTED_MIN_COUNT
-from tinylm.analysis.records import EXPERIMENTS, Cell, load_records, summarise, try_fit
+from tinylm.analysis.records import EXPERIMENTS, Cell, load_records, seed_slopes, summarise, try_fit
 from tinylm.analysis.stats import mean_ci
 from tinylm.reports.claims import NA, NO, SHOWS, UNCLEAR, gap_finding, overlap_finding, size_finding
 from tinylm.reports.render import (
@@ -167,13 +167,28 @@ def _label(cell: Cell, cells: Sequence[Cell]) -> str:
 
 def _intro_blocks(records: Sequence[Mapping[str, Any]], cells: Sequence[Cell], confidence: float) -> list[Block]:
     lo, hi = min(c.gap.n for c in cells), max(c.gap.n for c in cells)
+    finetunes = min(c.finetune_seeds for c in cells)
+    if finetunes == 1:
+        return [
+            Heading("tinylm: the paper's experiments 1-3", 1),
+            Para(f"{len(records)} runs in {len(cells)} points (experiment, task, pre-training size); "
+                 f"{seeds_text(lo) if lo == hi else f'{lo}-{hi} seeds'} per point; {compute_text(records)}."),
+            Para(f"Accuracies are test accuracies in percent. The gap is pre-trained minus from-scratch accuracy in "
+                 f"points, paired by seed. '±' is the half-width of the {confidence:.0%} Student-t interval over "
+                 "seeds; a point with one seed has none."),
+        ]
+    seeds = f"{lo} pre-training seeds" if lo == hi else f"{lo}-{hi} pre-training seeds"
     return [
         Heading("tinylm: the paper's experiments 1-3", 1),
-        Para(f"{len(records)} runs in {len(cells)} points (experiment, task, pre-training size); "
-             f"{seeds_text(lo) if lo == hi else f'{lo}-{hi} seeds'} per point; {compute_text(records)}."),
+        Para(f"{len(records)} pairs of fine-tuning runs in {len(cells)} points (experiment, task, pre-training "
+             f"size); {seeds} per point, each pre-trained model fine-tuned with {finetunes} seeds, each next to its "
+             f"own from-scratch twin; {compute_text(records)}."),
         Para(f"Accuracies are test accuracies in percent. The gap is pre-trained minus from-scratch accuracy in "
-             f"points, paired by seed. '±' is the half-width of the {confidence:.0%} Student-t interval over seeds; a "
-             "point with one seed has none."),
+             f"points. Each pre-training seed's fine-tuning runs are averaged first; '±' is the half-width of the "
+             f"{confidence:.0%} Student-t interval over pre-training seeds of those means (the gap's paired by seed), "
+             "so it covers both sources of spread and never counts runs that share a pre-trained model as "
+             "independent. The task samples are fixed (data seed 42): the intervals do not cover another draw of "
+             "the training or test texts."),
     ]
 
 
@@ -212,8 +227,8 @@ def quality_blocks(records: Sequence[Mapping[str, Any]], confidence: float = 0.9
                    "Cloze top-5 (%)"], rows)]
 
 
-def _gap_section(cells: Sequence[Cell], paper: PaperNumbers | None, confidence: float
-                 ) -> tuple[list[Block], Verdicts]:
+def _gap_section(records: Sequence[Mapping[str, Any]], cells: Sequence[Cell], paper: PaperNumbers | None,
+                 confidence: float) -> tuple[list[Block], Verdicts]:
     """Experiment 1: the gap per task."""
     gap_cells = [c for c in cells if c.experiment == "gap"]
     labels = [_label(c, gap_cells) for c in gap_cells]
@@ -221,23 +236,56 @@ def _gap_section(cells: Sequence[Cell], paper: PaperNumbers | None, confidence: 
     blocks: list[Block] = [Heading("1. Pre-trained vs from scratch")]
     if gap_cells:
         blocks += [_accuracy_table(gap_cells, paper, task_wide=True), Bullets([s for _, s in findings])]
+        if any(c.finetune_seeds > 1 for c in gap_cells):
+            blocks += _spread_blocks(records, gap_cells)
     else:
         blocks.append(NO_RUNS)
     return blocks, [(label, v) for label, (v, _) in zip(labels, findings, strict=True)]
 
 
+COLLAPSE_POINTS = 10  # a fine-tuning run this far below its group's median is flagged as collapsed
+
+
+def _spread_blocks(records: Sequence[Mapping[str, Any]], cells: Sequence[Cell]) -> list[Block]:
+    """Where the gap's spread comes from (pre-training vs fine-tuning seeds), and any run that collapsed."""
+    rows, flagged = [], []
+    for c in cells:
+        runs = [r for r in records if r["experiment"] == c.experiment and r["task"] == c.task
+                and r["articles"] == c.articles]
+        for arm in ("pretrained", "scratch"):
+            accs = [r[f"{arm}_accuracy"] for r in runs]
+            median = float(np.median(accs))
+            flagged += [f"{c.task} {arm}, seed {r['seed']} / fine-tuning seed {r.get('finetune_seed', r['seed'])}: "
+                        f"{pct(r[f'{arm}_accuracy'])} % against the median {pct(median)} %"
+                        for r in runs if 100 * (median - r[f"{arm}_accuracy"]) > COLLAPSE_POINTS]
+        rows.append([c.task, f"{c.articles:,}", str(c.gap.n), str(c.finetune_seeds),
+                     f"{100 * c.pretraining_sd:.1f}", f"{100 * c.finetuning_sd:.1f}",
+                     f"{100 * min(r['pretrained_accuracy'] - r['scratch_accuracy'] for r in runs):+.1f}",
+                     f"{100 * max(r['pretrained_accuracy'] - r['scratch_accuracy'] for r in runs):+.1f}"])
+    collapse = (Bullets(flagged) if flagged else
+                Para(f"No fine-tuning run, pre-trained or from scratch, ended more than {COLLAPSE_POINTS} points below "
+                     "the median of its group (task, arm)."))
+    return [Heading("Where the spread comes from", 3),
+            Para("SD of the gap in points: between pre-training seeds (of each seed's mean gap over its fine-tuning "
+                 "seeds), and between fine-tuning seeds of one pre-trained model (pooled over the pre-training "
+                 "seeds); then the smallest and largest gap of a single pair."),
+            Table(["Task", "Articles", "Pre-training seeds", "Fine-tuning seeds", "SD between pre-training seeds",
+                   "SD between fine-tuning seeds", "Smallest pair gap", "Largest pair gap"], rows),
+            collapse]
+
+
 def _size_section(records: Sequence[Mapping[str, Any]], cells: Sequence[Cell], paper: PaperNumbers | None,
                   confidence: float, figures: Mapping[str, str]) -> tuple[list[Block], Verdicts]:
-    """Experiment 2: the gap against the pre-training size; the trend is fitted on every run, not on the means."""
+    """Experiment 2: the gap against the pre-training size; the trend is one slope per pre-training seed, tested over
+    the seeds (runs that share a scratch twin or a pre-trained model are not independent)."""
     size_cells = [c for c in cells if c.experiment == "size"]
     blocks: list[Block] = [Heading("2. Gap vs pre-training size")]
     if not size_cells:
         return [*blocks, NO_RUNS], []
     findings: list[tuple[str, str, str]] = []
     for task, group in itertools.groupby(size_cells, key=lambda c: c.task):
-        points = [(r["articles"], r["pretrained_accuracy"] - r["scratch_accuracy"])
-                  for r in records if r["experiment"] == "size" and r["task"] == task]
-        findings.append((task, *size_finding(task, list(group), points, confidence)))
+        slopes = seed_slopes([r for r in records if r["experiment"] == "size" and r["task"] == task])
+        findings.append((task, *size_finding(task, list(group), slopes, confidence)))
     blocks.append(_accuracy_table(size_cells, paper, task_wide=False))
     if SIZE_PLOT in figures:
         blocks.append(Image(figures[SIZE_PLOT], "gap vs pre-training size"))
@@ -299,11 +347,14 @@ def _overlap_section(cells: Sequence[Cell], confidence: float, measure: str, fig
 def _runs_blocks(records: Sequence[Mapping[str, Any]]) -> list[Block]:
     """Every run, so a reader can check any number above."""
     ordered = sorted(records, key=lambda r: (EXPERIMENTS.index(r["experiment"]), task_key(r["task"]), r["articles"],
-                                             r["seed"]))
+                                             r["seed"], r.get("finetune_seed", r["seed"])))
+    with_ft = any("finetune_seed" in r for r in records)
+    ft_col = ["Fine-tuning seed"] if with_ft else []
     return [Heading("Runs"), Table(
-        ["Experiment", "Task", "Articles", "Seed", "Pre-trained acc. (%)", "Scratch acc. (%)", "Gap (points)",
-         "Seconds"],
-        [[r["experiment"], r["task"], f"{r['articles']:,}", str(r["seed"]), pct(r["pretrained_accuracy"]),
+        ["Experiment", "Task", "Articles", "Seed", *ft_col, "Pre-trained acc. (%)", "Scratch acc. (%)",
+         "Gap (points)", "Seconds"],
+        [[r["experiment"], r["task"], f"{r['articles']:,}", str(r["seed"]),
+          *([str(r.get("finetune_seed", r["seed"]))] if with_ft else []), pct(r["pretrained_accuracy"]),
           pct(r["scratch_accuracy"]), pct(r["pretrained_accuracy"] - r["scratch_accuracy"], signed=True),
           f"{r['seconds']:.0f}" if r.get("seconds") is not None else "–"] for r in ordered])]
 
@@ -314,7 +365,7 @@ def build_blocks(records: Sequence[Mapping[str, Any]], paper: PaperNumbers | Non
     """The report as blocks; `figures` maps plot names (SIZE_PLOT, OVERLAP_PLOT) to the image files written."""
     figures = figures or {}
     cells = summarise(records, confidence)
-    gap, gap_verdicts = _gap_section(cells, paper, confidence)
+    gap, gap_verdicts = _gap_section(records, cells, paper, confidence)
     size, size_verdicts = _size_section(records, cells, paper, confidence, figures)
     overlap, overlap_verdict = _overlap_section(cells, confidence, measure, figures)
     # The summary leads, though it is generated from the sections' findings.

@@ -72,7 +72,7 @@ def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClass
     if cfg.init:
         init = model_folder(cfg.init)
         tokenizer = load_tokenizer(cfg.tokenizer or init)
-        model = load_model(init, head="classification", num_labels=num_labels)
+        model = load_model(init, head="classification", num_labels=num_labels, dropout=cfg.dropout)
         assert isinstance(model, BertForClassification)
         return model, tokenizer
     if not cfg.tokenizer:
@@ -83,6 +83,8 @@ def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClass
         model_cfg, _ = read_model_config(tok_path)
     else:
         model_cfg = replace(resolve_model_config(cfg.model), vocab_size=len(tokenizer))
+    if cfg.dropout is not None:
+        model_cfg = replace(model_cfg, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     return BertForClassification(model_cfg, num_labels), tokenizer
 
 
