@@ -64,9 +64,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tinylm.committee import Committee
 from tinylm.config import MODEL_PRESETS, ModelConfig
 from tinylm.data import load_task
-from tinylm.inference.classify import class_probabilities
 from tinylm.model import BertForClassification, count_parameters
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.evaluate import class_probabilities
 from tinylm.train.finetune import pad_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "committee_latency.json"

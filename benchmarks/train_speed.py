@@ -15,7 +15,7 @@ preset PRETRAIN_PRESETS["cpu"] with its trained 8,192 vocabulary; demo, the demo
 - fine-tuning: AG News classification steps, the reference padding every text to 128, tinylm padding each
   length-bucketed batch (tinylm.train.finetune.ClassificationBatches) to its longest text. Both take the same rows;
 - inference: AG News test texts at batch 1 and batch 64, the reference fp32 padded to 128 vs tinylm's
-  predict path (tinylm.inference.evaluate.predict_proba: length-sorted, dynamic padding) in fp32 and bf16;
+  predict path (tinylm.train.evaluate.predict_proba: length-sorted, dynamic padding) in fp32 and bf16;
 - the machine's matmul peak: the best of a few torch.mm on square fp32 and bf16 matrices.
 
 Timing is interleaved: step i of the reference and step i of tinylm run back to back on the same batch (the
@@ -79,10 +79,10 @@ from tinylm.config import (
 )
 from tinylm.data import load_articles, load_task
 from tinylm.data.encoding import encode_texts
-from tinylm.inference.evaluate import predict_proba
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
 from tinylm.runtime import configure_threads, effective_precision, seed_everything, step_seed, tune_cpu_allocator
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
+from tinylm.train.evaluate import predict_proba
 from tinylm.train.finetune import ClassificationBatches, encode_examples
 from tinylm.train.loop import Batch, LoopConfig, make_optimizer, train_step
 from tinylm.train.pretrain import MLMBatches

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from tinylm.checkpoint import model_folder
+from tinylm.committee import load_classifier
 from tinylm.experiments.deploy import DEPLOY_SCALES
-from tinylm.inference.classify import load_classifier, predict_proba
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.distill import distill, task_config, unlabeled_texts
 from tinylm.train.distill_config import DistillConfig
+from tinylm.train.evaluate import predict_proba
 from tinylm.train.finetune import finetune_task
 
 GRID: dict[str, dict[str, Any]] = {

@@ -15,25 +15,19 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from tinylm.checkpoint import load_model
-from tinylm.committee import (
-    Committee,
-    clip_grad_norm_per_member_,
-    committee_train_step,
-    extract_member,
-    hard_vote,
-    load_committee,
-    make_committee_optimizer,
-    save_committee,
-    soft_vote,
-    stack_member_batches,
-)
+from tinylm.committee import Committee, extract_member, hard_vote, load_committee, save_committee, soft_vote
 from tinylm.config import ModelConfig
 from tinylm.data import load_task
-from tinylm.inference.classify import class_probabilities, predict_proba
-from tinylm.inference.evaluate import evaluate_model
 from tinylm.inference.predictor import Predictor, ProbabilityGraph
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.committee_step import (
+    clip_grad_norm_per_member_,
+    committee_train_step,
+    make_committee_optimizer,
+    stack_member_batches,
+)
+from tinylm.train.evaluate import class_probabilities, evaluate_model, predict_proba
 from tinylm.train.finetune import pad_batch
 from tinylm.train.loop import LoopConfig, make_optimizer, train_step
 from tinylm.train.pretrain import mask_tokens

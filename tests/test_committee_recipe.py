@@ -10,12 +10,12 @@ import torch
 
 from tinylm.cli import main
 from tinylm.committee import load_committee, soft_vote
-from tinylm.committee.train import finetune_committee, member_seeds, pretrain_committee
 from tinylm.config import replace
 from tinylm.experiments import committee as recipe
 from tinylm.experiments import run_cache as runs_module
 from tinylm.experiments.committee import CommitteeScale, committee_record, paired_bootstrap, reproduce_committee
 from tinylm.experiments.scales import SCALES
+from tinylm.train.committee import finetune_committee, member_seeds, pretrain_committee
 
 TINY = CommitteeScale(
     name="tiny", members=4, member_model="cpu-1", deep_model="cpu-6",

@@ -20,9 +20,9 @@ from tinylm.experiments import deploy as recipe
 from tinylm.experiments.committee import CommitteeScale, reproduce_committee
 from tinylm.experiments.deploy import RUNTIMES, DeployScale, reproduce_deploy
 from tinylm.experiments.scales import SCALES
-from tinylm.inference.evaluate import evaluate_model
 from tinylm.inference.predictor import Predictor
 from tinylm.reports.deploy import frontier, int8_finding, student_finding
+from tinylm.train.evaluate import evaluate_model
 
 COMMITTEE = CommitteeScale(
     name="tiny", members=2, member_model="cpu-1", deep_model="cpu-6",

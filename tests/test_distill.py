@@ -19,17 +19,16 @@ from torch import nn
 from tinylm.checkpoint import load_model
 from tinylm.cli import main
 from tinylm.committee import load_committee, soft_vote
-from tinylm.committee.train import finetune_committee, pretrain_committee
 from tinylm.config import replace
 from tinylm.data import DataError, load_task
 from tinylm.experiments.scales import SCALES
-from tinylm.inference.classify import predict_proba
 from tinylm.inference.onnx import INT8_FILE, export_onnx
 from tinylm.inference.predictor import Predictor
 from tinylm.model import IGNORE_INDEX, ModelOutput
 from tinylm.serving.app import create_app
 from tinylm.serving.server import running
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.committee import finetune_committee, pretrain_committee
 from tinylm.train.distill import (
     DistillationLoss,
     DistillConfig,
@@ -39,6 +38,7 @@ from tinylm.train.distill import (
     task_config,
     unlabeled_texts,
 )
+from tinylm.train.evaluate import predict_proba
 
 TRAIN_PER_LABEL, TEST_PER_LABEL = 16, 10
 

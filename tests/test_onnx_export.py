@@ -3,7 +3,7 @@ probabilities through onnxruntime on real AG News texts.
 
 Tolerance: max |p_torch - p_onnx| <= 1e-5 (inference.onnx.PARITY_TOLERANCE) on probabilities, fp32 both;
 measured differences are ~1e-7. The references are the repo's own paths, independent of the export code: for a
-model, inference.classify.predict_proba (model.py's forward); for a committee, the mean of its members'
+model, train.evaluate.predict_proba (model.py's forward); for a committee, the mean of its members'
 probabilities, each member run on its own. The models are fine-tuned here (demo preset, shipped AG News sample,
 a few steps each).
 """
@@ -23,12 +23,12 @@ from tinylm.committee import Committee, save_committee
 from tinylm.config import FINETUNE_PRESETS, replace
 from tinylm.data import load_task
 from tinylm.experiments.demo import DEMO_DATA
-from tinylm.inference.classify import predict_proba
 from tinylm.inference.onnx import ACCURACY_TOLERANCE, PARITY_TOLERANCE, export_onnx, report_path
 from tinylm.inference.predictor import Predictor
 from tinylm.serving.app import create_app
 from tinylm.serving.server import running
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.evaluate import predict_proba
 from tinylm.train.finetune import finetune
 
 SEEDS = (1, 2, 3)

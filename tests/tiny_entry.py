@@ -82,7 +82,7 @@ def stop_first_run_after(steps: int) -> None:
         state = real(*args, **{**kwargs, "stop_after": steps})
         raise KeyboardInterrupt(f"stopped after step {state.step}")
 
-    for name in ("tinylm.train.pretrain", "tinylm.train.finetune", "tinylm.committee.train"):
+    for name in ("tinylm.train.pretrain", "tinylm.train.finetune", "tinylm.train.committee"):
         importlib.import_module(name).train_loop = loop  # the name each recipe calls
 
 

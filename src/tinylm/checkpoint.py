@@ -8,13 +8,9 @@ of silently dropping the conv weights, and tinylm loads it.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tinylm.config import ModelConfig
+from tinylm.io import atomic_dir, write_json
 from tinylm.model import BertForClassification, BertForMLM
 
 CONV_MODEL_TYPE = "tinylm_conv_bert"
@@ -119,34 +116,6 @@ def hf_config_dict(cfg: ModelConfig, model: nn.Module, label_names: list[str] | 
         d["id2label"] = dict(enumerate(names))
         d["label2id"] = {n: i for i, n in enumerate(names)}
     return d
-
-
-@contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Write a folder under a temporary name and move it into place only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename), so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def save_model(

@@ -129,7 +129,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 SHIPPED_VOCABS = {"tinylm-wiki-4k": Path(__file__).parent / "demo_data" / "vocab.txt"}
 TOKENIZER_NAMES = ("bert-base-uncased", *SHIPPED_VOCABS)
 MIN_TOKENS = 3  # a sequence of [CLS], one token and [SEP]
-MAX_SEED = 2**63 - 1  # torch.manual_seed's and training.step_seed's range
+MAX_SEED = 2**63 - 1  # torch.manual_seed's and runtime.step_seed's range
 
 
 def model_preset() -> Allowed:
@@ -154,7 +154,7 @@ def _positions(preset: str) -> int | None:
     return model.max_position_embeddings if model else None
 
 
-# The settings pre-training and fine-tuning share (training.LoopConfig.of reads them).
+# The settings pre-training and fine-tuning share (train.loop.LoopConfig.of reads them).
 TRAINING_RULES: dict[str, Allowed] = {
     "epochs": integer(1),
     "batch_size": integer(1),

@@ -11,7 +11,7 @@ Data parallelism keeps training the function of (seed, epoch, batch) that one pr
 - dropout is the one thing that differs from one process: each rank draws its own masks (runtime.step_seed).
 
 Committees are split by member instead (`member_shard`): members never exchange gradients, so each rank trains
-its members alone and rank 0 gathers them (committee_train.py).
+its members alone and rank 0 gathers them (train/committee.py).
 
 Outside torchrun (no RANK / WORLD_SIZE in the environment) everything here is a no-op for one process.
 """

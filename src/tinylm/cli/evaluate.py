@@ -28,10 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from tinylm.checkpoint import write_json
     from tinylm.data.user_files import load_task_data
-    from tinylm.inference.evaluate import evaluate_model
     from tinylm.inference.predictor import Predictor
+    from tinylm.io import write_json
+    from tinylm.train.evaluate import evaluate_model
 
     source = task_or_own_data(args)
     if source.given:

@@ -3,7 +3,7 @@
 A committee folder holds config.json (model_type "tinylm_committee", the member count, the member config and the
 labels), model.safetensors (the stacked tensors under Hugging Face BERT names, member axis first) and the tokenizer
 files. `extract_member` writes one member as an ordinary model folder (checkpoint.save_model), which tinylm's
-load_model and, for plain BERTs, transformers load.
+load_model and, for plain BERTs, transformers load. `load_classifier` loads a fine-tuned model or committee alike.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from tinylm.checkpoint import (
     hf_config_dict,
     hf_name,
     label_names_of,
+    load_model,
+    model_folder,
     read_model_config,
     save_model,
     write_model_folder,
 )
-from tinylm.committee.model import Committee, build_member
+from tinylm.committee.model import ClassifierModel, Committee, build_member
 from tinylm.config import ModelConfig
+from tinylm.model import BertForClassification
+from tinylm.runtime import pick_device
 
 COMMITTEE_MODEL_TYPE = "tinylm_committee"
 FORMAT_VERSION = 1
@@ -122,3 +126,18 @@ def extract_member(folder: str | os.PathLike, i: int, out_folder: str | os.PathL
     if (folder / "tinylm_meta.json").is_file():
         meta["committee_meta"] = json.loads((folder / "tinylm_meta.json").read_text())
     return save_model(model, out_folder, tokenizer, label_names=labels, extra=meta)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None) -> ClassifierModel:
+    """The classifier of a model folder, a committee folder, or a run folder (its model/), in eval mode, on
+    `device` (runtime.pick_device: CUDA when present unless told otherwise)."""
+    folder = model_folder(path)
+    if is_committee_folder(folder):
+        model: Any = load_committee(folder)
+        if model.head != "classification":
+            raise ValueError(f"{path}: an MLM committee gives no class probabilities")
+    else:
+        model = load_model(folder, head="classification")
+        if not isinstance(model, BertForClassification):
+            raise ValueError(f"{path}: not a classification model")
+    return model.to(pick_device(str(device) if device is not None else None)).eval()

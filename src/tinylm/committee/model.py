@@ -305,9 +305,13 @@ class Committee(nn.Module):
     # ----- training support -----
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups as training.make_optimizer builds them for one member: no decay on biases and norms,
+        """AdamW groups as train.loop.make_optimizer builds them for one member: no decay on biases and norms,
         judged by the member's parameter shape (a stacked bias is 2-D)."""
         decay, no_decay = [], []
         for name, p in self.members.named_parameters():
             (no_decay if p.ndim - 1 < 2 or "norm" in name else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# A classifier: a fine-tuned model, or a classification committee (whose answer is its soft vote).
+ClassifierModel = BertForClassification | Committee

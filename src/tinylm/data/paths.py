@@ -15,6 +15,8 @@ ENV_VAR = "TINYLM_DATA"
 _DEFAULT = Path("..") / "shared" / "data"
 # src/tinylm/data/paths.py -> parents[3] is the repository root.
 _REPO_ROOT = Path(__file__).resolve().parents[3]
+# The samples the package ships (src/tinylm/demo_data): the demo's data, and the tests'.
+DEMO_DATA = Path(__file__).parents[1] / "demo_data"
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:

@@ -1,7 +1,7 @@
 """`tinylm reproduce committee`: claim 4, a soft committee of shallow members against one deep model.
 
 For every seed: N members of the shallow preset are pre-trained together on the same Wikipedia subset
-(committee.train.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
+(train.committee.pretrain_committee) and fine-tuned together on each task (finetune_committee); a deep model is
 pre-trained and fine-tuned on the same data with the single-model recipes. Accuracy against committee size k
 uses the trained members themselves: the N members split into N/k disjoint groups of k, each group one
 committee of k (independently trained members, so the groups are independent committees). All runs are cached
@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinylm.committee import hard_vote, soft_vote
-from tinylm.committee.train import finetune_committee, pretrain_committee
+from tinylm.committee import hard_vote, load_classifier, soft_vote
 from tinylm.config import FinetuneConfig, PretrainConfig, model_preset, replace
 from tinylm.data import TaskData
 from tinylm.distributed import is_main_process
@@ -29,8 +28,9 @@ from tinylm.experiments.pairs import finetune_recipe, load_task_samples, pretrai
 from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.run_cache import cached_finetune, cached_pretrain, run_dir
 from tinylm.experiments.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
-from tinylm.inference.classify import load_classifier, predict_proba
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.committee import finetune_committee, pretrain_committee
+from tinylm.train.evaluate import predict_proba
 from tinylm.validation import TEXT, Allowed, each, instance_of, validate
 
 BOOTSTRAP_SAMPLES = 2000

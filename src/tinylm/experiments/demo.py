@@ -16,12 +16,11 @@ from typing import Any
 
 import torch
 
-from tinylm.checkpoint import write_json
 from tinylm.config import FINETUNE_PRESETS, PRETRAIN_PRESETS, replace
+from tinylm.data.paths import DEMO_DATA
+from tinylm.io import write_json
 from tinylm.train.finetune import finetune
 from tinylm.train.pretrain import pretrain
-
-DEMO_DATA = Path(__file__).parents[1] / "demo_data"
 
 
 def run_demo(out: str | os.PathLike, *, seed: int = 42, device: str | None = None,

@@ -34,20 +34,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.committee import Committee, load_committee, save_committee, soft_vote
+from tinylm.committee import Committee, load_classifier, load_committee, save_committee, soft_vote
 from tinylm.config import FinetuneConfig, config_hash
 from tinylm.data import TaskData
 from tinylm.data.encoding import encode
 from tinylm.experiments.committee import paired_bootstrap
 from tinylm.experiments.results import results_document, write_results
 from tinylm.experiments.scales import COUNT
-from tinylm.inference.classify import load_classifier, predict_proba
 from tinylm.inference.onnx import default_check_texts, export_onnx, report_path
 from tinylm.inference.predictor import MAX_LENGTH, OnnxRuntime, Predictor, TorchRuntime
 from tinylm.model import count_parameters
 from tinylm.runtime import configure_threads
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.distill import DistillConfig, distill, folder_meta
+from tinylm.train.evaluate import predict_proba
 from tinylm.train.finetune import finetune_task
 from tinylm.validation import TEXT, Allowed, each, integer, number, validate
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from tinylm.checkpoint import write_json
 from tinylm.distributed import env_world, is_main_process
+from tinylm.io import write_json
 
 RESULTS_FILE = "results.json"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinylm.config import FINETUNE_PRESETS, PRETRAIN_PRESETS, FinetuneConfig, PretrainConfig, replace
+from tinylm.data.tasks import TASK_ORDER
 from tinylm.validation import TEXT, Allowed, each, instance_of, integer, validate
 
-TASK_ORDER: tuple[str, ...] = ("fewrel", "ag_news", "dbpedia")
 COUNT = integer(1)
 
 

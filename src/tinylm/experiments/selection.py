@@ -31,10 +31,10 @@ from scipy import sparse
 from tinylm.analysis.gap_fit import GapFit, fit_gap_on_overlap, load_results
 from tinylm.analysis.overlap import DEFAULT_MEASURE, OVERLAP_MEASURES, WEIGHTED_MIN_COUNT, count_tokens
 from tinylm.analysis.selection import DEFAULT_SELECTION_MEASURE, Selection, count_matrix, greedy_select, objective
-from tinylm.checkpoint import write_json
 from tinylm.data import Article, DataError, TaskData, articles_path, data_root, load_articles, load_task, read_articles
 from tinylm.data.wikipedia import ARTICLES_FILE
 from tinylm.experiments.scales import Scale
+from tinylm.io import write_json
 from tinylm.tokenizer import load_tokenizer
 
 SPLITS = ("train", "all")  # which task texts drive the selection: train only (default) or train + test

@@ -1,7 +1,7 @@
 """`tinylm export onnx`: a fine-tuned model or a whole soft committee as one ONNX graph, checked against PyTorch.
 
 The graph takes input_ids and attention_mask (int64 [batch, sequence], both axes dynamic) and returns
-probabilities (float32 [batch, labels]): inference.ProbabilityGraph traced, i.e. for a committee the mean of its
+probabilities (float32 [batch, labels]): inference.predictor.ProbabilityGraph traced, i.e. for a committee the mean of its
 members' softmaxes (the soft vote) computed by model.py's forward pass over the stacked members, so N members are
 one graph with one op sequence, not N graphs; a plain model runs the same forward pass (both with the last layer
 at [CLS] only).
@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import model_folder, write_json
-from tinylm.committee import Committee
+from tinylm.checkpoint import model_folder
+from tinylm.committee import ClassifierModel, Committee, load_classifier
 from tinylm.data import DataError, Example, TaskData
 from tinylm.data.encoding import encode
-from tinylm.inference.classify import ClassifierModel, load_classifier
 from tinylm.inference.predictor import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder
+from tinylm.io import write_json
 from tinylm.tokenizer import load_tokenizer
 
 OPSET = 17  # the first opset with LayerNormalization; onnxruntime >= 1.14 runs it
@@ -75,7 +75,7 @@ def _exportable(model: ClassifierModel) -> Iterator[None]:
 def default_check_texts(count: int = CHECK_TEXTS) -> list[str]:
     """Real AG News test texts from the sample the package ships (any English text would do for parity)."""
     from tinylm.data import load_task
-    from tinylm.experiments.demo import DEMO_DATA
+    from tinylm.data.paths import DEMO_DATA
 
     task = load_task("ag_news", DEMO_DATA, train_per_label=0, test_per_label=max(1, count // 4), seed=42)
     return [e.text for e in task.test][:count]

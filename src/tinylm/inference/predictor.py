@@ -2,7 +2,7 @@
 HTTP server answer with.
 
 A runtime is a callable (input_ids, attention_mask) -> probabilities [B, C]; `Predictor` adds the tokenizer, the
-labels and classify.by_length, the batching every prediction path shares, so the PyTorch path, the ONNX path, the
+labels and train.evaluate.by_length, the batching every prediction path shares, so the PyTorch path, the ONNX path, the
 ONNX parity check and the server all feed a model exactly the same ids. Plain fine-tuned models and soft committees
 are both handled (a committee answers with its soft vote).
 """
@@ -21,16 +21,10 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import label_names_of, model_folder, read_model_config
-from tinylm.committee import Committee, is_committee_folder
-from tinylm.inference.classify import (
-    ClassifierModel,
-    by_length,
-    class_probabilities,
-    format_predictions,
-    load_classifier,
-)
+from tinylm.committee import ClassifierModel, Committee, is_committee_folder, load_classifier
 from tinylm.model import BertForClassification
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.evaluate import by_length, class_probabilities
 
 RuntimeName = Literal["torch", "onnx"]
 RUNTIMES: tuple[RuntimeName, ...] = ("torch", "onnx")
@@ -47,7 +41,7 @@ class Runtime(Protocol):
 class ProbabilityGraph(nn.Module):
     """ids and mask in, class probabilities out: what both runtimes compute (the ONNX graph is this module, traced).
 
-    A committee answers with its soft vote (classify.class_probabilities). Both run model.py's forward pass with
+    A committee answers with its soft vote (train.evaluate.class_probabilities). Both run model.py's forward pass with
     the last layer at [CLS] only (queries, attention output and feed-forward), the same function (equal up to
     float rounding) with fewer FLOPs, as fine-tuning's evaluation does."""
 
@@ -99,6 +93,15 @@ class OnnxRuntime:
         return self.session.run(["probabilities"], feeds)[0]
 
 
+def format_predictions(probs: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of class probabilities -> [{"label", "probabilities": {name: p rounded to 6 places}}]."""
+    return [
+        {"label": label_names[int(p.argmax())],
+         "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p, strict=True)}}
+        for p in probs
+    ]
+
+
 def describe_folder(folder: Path) -> dict[str, Any]:
     """What a client may want to know about a model folder: kind, members, labels, positions."""
     cfg, raw = read_model_config(folder)
@@ -116,7 +119,7 @@ class Predictor:
     """A fine-tuned model folder (plain or committee) behind one runtime: texts in, labels and probabilities out.
 
     `model` is the PyTorch classifier behind the torch runtime (None behind an ONNX graph), for callers that
-    evaluate it with classify.predict_proba at another precision or batch size."""
+    evaluate it with train.evaluate.predict_proba at another precision or batch size."""
 
     runtime: Runtime
     tokenizer: PreTrainedTokenizerFast
@@ -171,4 +174,4 @@ class Predictor:
 
 
 __all__ = ["MAX_LENGTH", "ONNX_FILE", "RUNTIMES", "OnnxRuntime", "Predictor", "ProbabilityGraph", "Runtime",
-           "RuntimeName", "TorchRuntime", "describe_folder"]
+           "RuntimeName", "TorchRuntime", "describe_folder", "format_predictions"]

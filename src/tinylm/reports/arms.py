@@ -16,7 +16,7 @@ import numpy as np
 
 from tinylm.analysis.overlap import OVERLAP_MEASURES, LineFit, fit_line
 from tinylm.analysis.stats import paired_gap
-from tinylm.experiments.scales import TASK_ORDER
+from tinylm.data.tasks import TASK_ORDER
 from tinylm.reports.render import (
     Block,
     Bullets,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.stats import mean_ci, paired_gap
-from tinylm.experiments.scales import TASK_ORDER
+from tinylm.data.tasks import TASK_ORDER
 from tinylm.reports.render import (
     Block,
     Bullets,

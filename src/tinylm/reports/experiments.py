@@ -1,7 +1,8 @@
 """The report of the paper's experiments 1-3 from run records: markdown, a self-contained HTML page, PNG plots.
 
-The records, the per-point cells and the verdict rules are tinylm.reports.claims's (its docstring describes a
-record); this module lays them out: the summary, one section per experiment, the plots and every run.
+The records and the per-point cells are tinylm.analysis.records's (its docstring describes a record), the
+verdict rules tinylm.reports.claims's; this module lays them out: the summary, one section per experiment, the plots
+and every run.
 """
 
 from __future__ import annotations

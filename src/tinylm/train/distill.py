@@ -13,7 +13,7 @@ soft vote at T = 1). The teacher's targets are computed once, in fp32, before tr
 
 Everything else is fine-tuning's: the task sample (finetune.finetune_task, read from the teacher's own fine-tuning
 config, so the student sees the committee's training texts and is tested on its test texts), the length-bucketed
-batches (finetune.ClassificationBatches) and the resumable, seeded loop (training.train_loop). The student is an
+batches (finetune.ClassificationBatches) and the resumable, seeded loop (train.loop.train_loop). The student is an
 ordinary model folder (checkpoint.save_model): `tinylm predict/evaluate/serve/export` and transformers load it.
 """
 
@@ -31,16 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinylm.checkpoint import model_folder, save_model, write_json
-from tinylm.committee import Committee, extract_member, is_committee_folder
+from tinylm.checkpoint import model_folder, save_model
+from tinylm.committee import Committee, extract_member, is_committee_folder, load_classifier
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData, load_articles
-from tinylm.inference.classify import load_classifier, predict_proba
-from tinylm.inference.evaluate import classification_metrics
+from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForClassification, ModelOutput
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.distill_config import INIT_MEMBER, INIT_SCRATCH, DistillConfig
+from tinylm.train.evaluate import classification_metrics, predict_proba
 from tinylm.train.finetune import ClassificationBatches, build_classifier, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, train_loop
 from tinylm.validation import validate
@@ -49,7 +49,7 @@ TARGETS_FILE = "teacher_targets.npz"  # the teacher's softened votes on the trai
 
 
 class DistillationLoss(nn.Module):
-    """The student wrapped with Hinton's loss, so that training.train_loop trains it as it trains any model.
+    """The student wrapped with Hinton's loss, so that train.loop.train_loop trains it as it trains any model.
 
     Batches carry `teacher_probs` (the teacher's softened vote per row) and `labels` (IGNORE_INDEX on the
     unlabeled rows). The loss is computed in fp32 whatever the autocast precision of the student's forward pass."""

@@ -12,15 +12,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model, write_json
+from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData
 from tinylm.data.user_files import LabelledSource, load_task_data, task_hash
 from tinylm.distributed import barrier, init_distributed
-from tinylm.inference.evaluate import evaluate_model
+from tinylm.io import write_json
 from tinylm.model import BertForClassification
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer
+from tinylm.train.evaluate import evaluate_model
 from tinylm.train.loop import Batch, LoopConfig, train_loop
 from tinylm.validation import validate
 

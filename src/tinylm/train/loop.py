@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tinylm.checkpoint import atomic_dir, write_json
 from tinylm.config import Precision
 from tinylm.distributed import SINGLE, World, data_parallel, global_mean_loss, shard_batch, weighted_loss
+from tinylm.io import atomic_dir, write_json
 from tinylm.runtime import autocast, effective_precision, step_seed, tune_cpu_allocator
 
 Batch = dict[str, Tensor]

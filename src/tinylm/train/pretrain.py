@@ -13,13 +13,14 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import save_model, write_json
+from tinylm.checkpoint import save_model
 from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.corpus import load_corpus
 from tinylm.data.encoding import encode_cached
 from tinylm.data.user_files import content_hash
 from tinylm.distributed import World, barrier, init_distributed, main_first
+from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForMLM
 from tinylm.runtime import configure_threads, pick_device, seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
@@ -132,7 +133,7 @@ def pretrain(
     """Pre-train a model with MLM; the finished model folder is out/model. Returns a summary dict.
 
     Under torchrun every rank calls this with the same arguments: the run is data-parallel over the ranks
-    (training.train_loop), rank 0 writes the run folder, and every rank returns once the model is saved.
+    (train.loop.train_loop), rank 0 writes the run folder, and every rank returns once the model is saved.
     """
     configure_threads()
     dev = pick_device(device)

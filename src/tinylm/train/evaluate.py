@@ -1,49 +1,34 @@
-"""Texts in, class probabilities out: the one prediction path of tinylm's classifiers.
+"""How a classifier (a model or a soft committee) is scored: class probabilities of texts, and metrics on labelled
+examples (accuracy, macro-F1, per-class report, confusion matrix).
 
-A classifier is a fine-tuned model.BertForClassification or a classification committee.Committee, whose answer is
-the soft vote: the mean of its members' softmaxes (or, with per_member=True, every member's softmax, from which the
-votes of any subset follow). `load_classifier` loads either from a model, committee or run folder.
-
-Texts become arrays in one place, `encode`, and are batched by length in one place, `by_length`; a runtime maps
-one encoded batch to probabilities. `class_probabilities` is the PyTorch runtime's computation; Predictor
-(predictor.py) also runs ONNX graphs through `by_length`, so every runtime sees exactly the same ids.
+This is the one prediction path: fine-tuning's evaluation calls it, and so do `tinylm predict`, the server and the
+ONNX export (inference/predictor.py's ProbabilityGraph is `class_probabilities`). A committee answers with its soft
+vote, the mean of its members' softmaxes (or, with per_member=True, every member's softmax, from which the votes of
+any subset follow). Texts become arrays in one place, data.encoding.encode, and are batched by length in one place,
+`by_length`; a runtime maps one encoded batch to probabilities.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from torch import Tensor
+from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import load_model, model_folder
-from tinylm.committee import Committee, is_committee_folder, load_committee, soft_vote
+from tinylm.committee import Committee, soft_vote
 from tinylm.config import Precision
+from tinylm.data import Example
 from tinylm.data.encoding import encode, map_by_length
 from tinylm.model import BertForClassification
-from tinylm.runtime import autocast, effective_precision, pick_device
+from tinylm.runtime import autocast, effective_precision
 
 ClassifierModel = BertForClassification | Committee
 # One encoded batch (input_ids, attention_mask, int64 [B, L]) -> probabilities [..., B, C].
 BatchRuntime = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None) -> ClassifierModel:
-    """The classifier of a model folder, a committee folder, or a run folder (its model/), in eval mode, on
-    `device` (runtime.pick_device: CUDA when present unless told otherwise)."""
-    folder = model_folder(path)
-    if is_committee_folder(folder):
-        model: Any = load_committee(folder)
-        if model.head != "classification":
-            raise ValueError(f"{path}: an MLM committee gives no class probabilities")
-    else:
-        model = load_model(folder, head="classification")
-        if not isinstance(model, BertForClassification):
-            raise ValueError(f"{path}: not a classification model")
-    return model.to(pick_device(str(device) if device is not None else None)).eval()
 
 
 def class_probabilities(
@@ -120,14 +105,32 @@ def predict_proba(
     return by_length(run, tokenizer, texts, max_length, batch_size, model.num_labels or 0, lead)
 
 
-def format_predictions(probs: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows of class probabilities -> [{"label", "probabilities": {name: p rounded to 6 places}}]."""
-    return [
-        {"label": label_names[int(p.argmax())],
-         "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p, strict=True)}}
-        for p in probs
-    ]
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: list[str]) -> dict[str, Any]:
+    labels = list(range(len(label_names)))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": classification_report(
+            y_true, y_pred, labels=labels, target_names=label_names, output_dict=True, zero_division=0
+        ),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "label_names": label_names,
+    }
 
 
-__all__ = ["ClassifierModel", "by_length", "class_probabilities", "format_predictions", "load_classifier",
-           "predict_proba"]
+def evaluate_model(
+    model: ClassifierModel,
+    tokenizer: PreTrainedTokenizerFast,
+    examples: Sequence[Example],
+    label_names: list[str],
+    *,
+    max_length: int = 128,
+    precision: Precision = "fp32",
+) -> dict[str, Any]:
+    """Metrics of the model's argmax (a committee's soft vote) on the examples."""
+    probs = predict_proba(model, tokenizer, [e.text for e in examples], max_length=max_length, precision=precision)
+    return classification_metrics([e.label for e in examples], probs.argmax(1).tolist(), label_names)
+
+
+__all__ = ["BatchRuntime", "ClassifierModel", "by_length", "class_probabilities", "classification_metrics",
+           "evaluate_model", "predict_proba"]

@@ -27,8 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import model_folder, write_json
-from tinylm.committee.blocks import (
+from tinylm.checkpoint import model_folder
+from tinylm.committee.io import load_committee, save_committee
+from tinylm.committee.model import Committee
+from tinylm.committee.votes import hard_vote, soft_vote
+from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
+from tinylm.data import TaskData
+from tinylm.distributed import World, barrier, init_distributed, member_shard
+from tinylm.io import write_json
+from tinylm.runtime import configure_threads, pick_device
+from tinylm.tokenizer import load_tokenizer
+from tinylm.train.committee_blocks import (
     block_summary,
     combined_training,
     gather_committee,
@@ -36,17 +45,8 @@ from tinylm.committee.blocks import (
     shard_dir,
     shard_summaries,
 )
-from tinylm.committee.io import load_committee, save_committee
-from tinylm.committee.model import Committee
-from tinylm.committee.step import clip_grad_norm_per_member_, make_committee_optimizer, stack_member_batches
-from tinylm.committee.votes import hard_vote, soft_vote
-from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
-from tinylm.data import TaskData
-from tinylm.distributed import World, barrier, init_distributed, member_shard
-from tinylm.inference.classify import predict_proba
-from tinylm.inference.evaluate import classification_metrics
-from tinylm.runtime import configure_threads, pick_device
-from tinylm.tokenizer import load_tokenizer
+from tinylm.train.committee_step import clip_grad_norm_per_member_, make_committee_optimizer, stack_member_batches
+from tinylm.train.evaluate import classification_metrics, predict_proba
 from tinylm.train.finetune import ClassificationBatches, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, LoopState, train_loop
 from tinylm.train.mlm_quality import quality_or_reason

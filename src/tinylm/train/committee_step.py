@@ -21,7 +21,7 @@ from tinylm.train.loop import train_step
 def make_committee_optimizer(
     committee: Committee, lr: float, weight_decay: float, device: torch.device | str = "cpu"
 ) -> torch.optim.Optimizer:
-    """AdamW over the stacked parameters, equal to training.make_optimizer applied to each member."""
+    """AdamW over the stacked parameters, equal to train.loop.make_optimizer applied to each member."""
     device = torch.device(device)
     return torch.optim.AdamW(committee.optimizer_groups(weight_decay), lr=lr,
                              fused=device.type in ("cuda", "cpu"))
@@ -51,7 +51,7 @@ def committee_train_step(
     device: torch.device,
     grad_clip: float | None,
 ) -> Tensor:
-    """training.train_step for a committee: the summed loss, per-member clipping; returns the member losses [N]."""
+    """train.loop.train_step for a committee: the summed loss, per-member clipping; returns the member losses [N]."""
     out = train_step(committee, batch, opt, scaler, precision, device, grad_clip, clip=clip_grad_norm_per_member_)
     return out.member_losses.detach()
 
