@@ -31,11 +31,10 @@ from tinylm.checkpoint import model_folder
 from tinylm.committee.io import load_committee, save_committee
 from tinylm.committee.model import Committee
 from tinylm.committee.votes import hard_vote, soft_vote
-from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, config_hash, replace, resolve_model_config
+from tinylm.config import FinetuneConfig, ModelConfig, PretrainConfig, replace, resolve_model_config
 from tinylm.data import TaskData
-from tinylm.distributed import World, barrier, init_distributed, member_shard
+from tinylm.distributed import World, barrier, member_shard
 from tinylm.io import write_json
-from tinylm.runtime import configure_threads, pick_device
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.committee_blocks import (
     block_summary,
@@ -51,7 +50,8 @@ from tinylm.train.finetune import ClassificationBatches, encode_examples, finetu
 from tinylm.train.loop import Batch, LoopConfig, LoopState, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
 from tinylm.train.pretrain import MLMBatches, prepare_pretraining
-from tinylm.validation import check, integer, validate
+from tinylm.train.run import finish, loop_meta, start, write_config
+from tinylm.validation import check, integer
 
 MEMBER_SEED_STRIDE = 1000  # member j of a committee with seed s trains with seed s + 1000 j
 
@@ -130,16 +130,14 @@ def pretrain_committee(
     Under torchrun the members are split over the ranks (see the module docstring); every rank returns the
     whole committee's summary once out/model is written."""
     _check_members(members)
-    configure_threads()
-    dev = pick_device(device)
-    world = init_distributed(dev)
+    dev, world = start(cfg, device)
     out = Path(out)
     # One vocabulary and one token cache for every member.
     articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world,
                                                               {**cfg.to_dict(), "members": members})
     seeds = member_seeds(cfg.seed, members)
     build, loop_cfg = _pretrainmember_blocks(cfg, members, seeds, model_cfg, tokenizer, ids)
-    meta = {"recipe": "pretrain_committee", "config": config_hash(cfg), "members": members}
+    meta = loop_meta("pretrain_committee", cfg, members=members)
     part, run_out, committee, state = _train_members(world, members, out, meta, build, loop_cfg, dev, stop_after)
     info = {"articles": len(articles), "vocab_size": len(tokenizer), "device": str(dev)}
 
@@ -164,8 +162,7 @@ def pretrain_committee(
                "processes": world.size}
     if world.is_main and summary["epochs_done"] >= cfg.epochs:
         save(gather_committee([shard_dir(out, b) for b in member_blocks(members, world)], model_cfg, "mlm"), summary)
-    barrier(world)
-    return summary
+    return finish(world, summary)
 
 
 def _pretrainmember_blocks(cfg: PretrainConfig, members: int, seeds: list[int], model_cfg: ModelConfig, tokenizer: Any,
@@ -237,16 +234,11 @@ def finetune_committee(
     Under torchrun the members are split over the ranks, each rank evaluates its own members on its device, and
     rank 0 gathers weights and probabilities; every rank returns the same metrics."""
     _check_members(members)
-    validate(cfg)  # again, as finetune does: fields can be set after the config was built
-    configure_threads()
-    dev = pick_device(device)
-    world = init_distributed(dev)
+    dev, world = start(cfg, device)
     task = task_data or finetune_task(cfg, root)
     run = _FinetuneRun(cfg, members, task, _committee_tokenizer(cfg), member_seeds(cfg.seed, members), Path(out))
-    run.out.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        write_json(run.out / "finetune_config.json", {**cfg.to_dict(), "members": members})
-    meta = {"recipe": "finetune_committee", "config": config_hash(cfg), "members": members}
+    write_config(world, run.out, "finetune_config.json", {**cfg.to_dict(), "members": members})
+    meta = loop_meta("finetune_committee", cfg, members=members)
     part, run_out, committee, state = _train_members(world, members, run.out, meta, run.build, run.loop_cfg, dev,
                                                      stop_after)
     if not world.distributed:
@@ -266,12 +258,11 @@ def finetune_committee(
     training = combined_training(shard_summaries(run.out, members, world), "train_seconds")
     result = {**run.result(training), "processes": world.size}
     if training["epochs_done"] < cfg.epochs:
-        barrier(world)
-        return result
+        return finish(world, result)
     if world.is_main:
         run.gather(result, [shard_dir(run.out, b) for b in member_blocks(members, world)])
-    barrier(world)
-    return json.loads((run.out / "metrics.json").read_text())
+    finish(world, result)
+    return json.loads((run.out / "metrics.json").read_text())  # every rank: what rank 0 wrote
 
 
 @dataclass

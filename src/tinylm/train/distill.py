@@ -37,13 +37,13 @@ from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_co
 from tinylm.data import Example, TaskData, load_articles
 from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForClassification, ModelOutput
-from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.runtime import seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.distill_config import INIT_MEMBER, INIT_SCRATCH, DistillConfig
 from tinylm.train.evaluate import classification_metrics, predict_proba
 from tinylm.train.finetune import ClassificationBatches, build_classifier, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.validation import validate
+from tinylm.train.run import loop_meta, start, write_config
 
 TARGETS_FILE = "teacher_targets.npz"  # the teacher's softened votes on the training texts (reused on resume)
 
@@ -199,16 +199,13 @@ def distill(
 ) -> dict[str, Any]:
     """Distil the teacher into one student: writes out/model (an ordinary model folder) and out/metrics.json
     (the student's test metrics, the teacher's test accuracy and how often the two agree). Resumable."""
-    validate(cfg)
-    configure_threads()
-    dev = pick_device(device)
+    dev, world = start(cfg, device, distributed=False)
     teacher_dir = model_folder(cfg.teacher)
     data_cfg = task_config(cfg, teacher_dir)
     task = task_data or finetune_task(data_cfg, root)
     extra = unlabeled_texts(cfg, data_cfg, task, root)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "distill_config.json", cfg.to_dict())
+    write_config(world, out, "distill_config.json", cfg.to_dict())
     teacher = load_teacher(teacher_dir).to(dev)
     teacher_tokenizer = load_tokenizer(teacher_dir)
     if teacher.num_labels != task.num_labels:
@@ -226,7 +223,7 @@ def distill(
         objective,
         lambda e: DistillBatches(ids, labels, targets, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, e),
         LoopConfig.of(cfg, f"distill {task.name} ({cfg.init})"), out, dev,
-        {"recipe": "distill", "config": config_hash(cfg)}, stop_after=stop_after, compile=cfg.compile,
+        loop_meta("distill", cfg), stop_after=stop_after, compile=cfg.compile,
     )
     result: dict[str, Any] = {
         "task": task.name, "teacher": str(teacher_dir), "teacher_members": teacher.n, "init": cfg.init,

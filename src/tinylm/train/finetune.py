@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,17 +12,16 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model
-from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
+from tinylm.config import FinetuneConfig, replace, resolve_model_config
 from tinylm.data import Example, TaskData
 from tinylm.data.user_files import LabelledSource, load_task_data, task_hash
-from tinylm.distributed import barrier, init_distributed
 from tinylm.io import write_json
 from tinylm.model import BertForClassification
-from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.runtime import seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.evaluate import evaluate_model
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.validation import validate
+from tinylm.train.run import finish, loop_meta, start, write_config
 
 BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order still random
 
@@ -114,23 +112,18 @@ def finetune(
     Under torchrun every rank calls this with the same arguments: training is data-parallel over the ranks,
     rank 0 evaluates (on its device) and writes the run folder, and every rank returns rank 0's metrics.
     """
-    configure_threads()
-    dev = pick_device(device)
-    world = init_distributed(dev)
+    dev, world = start(cfg, device)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
-    validate(cfg)  # again: a config's fields can be set after it was built (and checked)
     task = task_data or finetune_task(cfg, root)
     seed_everything(cfg.seed)
     model, tokenizer = build_classifier(cfg, task.num_labels)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        write_json(out / "finetune_config.json", cfg.to_dict())
+    write_config(world, out, "finetune_config.json", cfg.to_dict())
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]
     loop = LoopConfig.of(cfg, f"finetune {task.name} ({'pretrained' if cfg.init else 'scratch'})")
-    meta = {"recipe": "finetune", "config": config_hash(cfg)}
+    meta = loop_meta("finetune", cfg)
     if LabelledSource.of(cfg).given:  # the user's file may change under the same name: resume only on the same data
         meta["data"] = task_hash(task)
     state = train_loop(
@@ -149,12 +142,10 @@ def finetune(
         "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
     }
     if state.epoch < cfg.epochs:
-        barrier(world)
-        return result  # interrupted on purpose (stop_after): the checkpoint holds the state
+        return finish(world, result)  # interrupted on purpose (stop_after): the checkpoint holds the state
     if world.is_main:
         _evaluate_and_save(model, tokenizer, task, cfg, out, max_length, result)
-    barrier(world)  # every rank returns with the run folder complete and rank 0's metrics
-    return result if world.is_main else json.loads((out / "metrics.json").read_text())
+    return finish(world, result, out / "metrics.json")  # every rank: the run folder complete, rank 0's metrics
 
 
 def _evaluate_and_save(model: BertForClassification, tokenizer: PreTrainedTokenizerFast, task: TaskData,

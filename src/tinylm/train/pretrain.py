@@ -14,19 +14,19 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
 from tinylm.checkpoint import save_model
-from tinylm.config import PretrainConfig, config_hash, replace, resolve_model_config
+from tinylm.config import PretrainConfig, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.corpus import load_corpus
 from tinylm.data.encoding import encode_cached
 from tinylm.data.user_files import content_hash
-from tinylm.distributed import World, barrier, init_distributed, main_first
+from tinylm.distributed import World, main_first
 from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForMLM
-from tinylm.runtime import configure_threads, pick_device, seed_everything
+from tinylm.runtime import seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.train.loop import Batch, LoopConfig, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
-from tinylm.validation import validate
+from tinylm.train.run import finish, loop_meta, start, write_config
 
 SNAPSHOTS = "snapshots"
 
@@ -108,13 +108,11 @@ def prepare_pretraining(
 ) -> tuple[list[Any], PreTrainedTokenizerFast, np.ndarray, Any]:
     """What every MLM pre-training (one model or a committee) starts from: the texts (pretraining_texts), the run's
     tokenizer, the cached token ids and the model config sized to the vocabulary. Writes out/pretrain_config.json."""
-    # Read and check all input before anything is written, so bad data leaves no partial run behind.
-    validate(cfg)  # again: a config's fields can be set after it was built (and checked)
+    # Read and check all input before anything is written, so bad data leaves no partial run behind (the config
+    # itself was checked by run.start).
     texts = pretraining_texts(cfg, root)
     base = resolve_model_config(cfg.model)
-    out.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        write_json(out / "pretrain_config.json", config_record)
+    write_config(world, out, "pretrain_config.json", config_record)
     with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
         tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
         ids = encode_cached(tokenizer, texts, cfg.seq_len)
@@ -135,16 +133,14 @@ def pretrain(
     Under torchrun every rank calls this with the same arguments: the run is data-parallel over the ranks
     (train.loop.train_loop), rank 0 writes the run folder, and every rank returns once the model is saved.
     """
-    configure_threads()
-    dev = pick_device(device)
-    world = init_distributed(dev)
+    dev, world = start(cfg, device)
     out = Path(out)
     articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world, cfg.to_dict())
 
     seed_everything(cfg.seed)
     model = BertForMLM(model_cfg)
     loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
-    meta = {"recipe": "pretrain", "config": config_hash(cfg)}
+    meta = loop_meta("pretrain", cfg)
     if cfg.corpus:  # the user's corpus may change under the same name: resume only on the same documents
         meta["data"] = content_hash(articles)
     epoch_batches = lambda e: MLMBatches(ids, tokenizer, cfg, e)  # noqa: E731
@@ -176,8 +172,7 @@ def pretrain(
         summary["quality"] = _quality(model, tokenizer, ids, cfg, root)
         save_model(model.cpu(), out / "model", tokenizer, extra={"pretrain": cfg.to_dict(), "summary": summary})
         write_json(out / "summary.json", summary)
-    barrier(world)  # every rank returns with the run folder complete (a sweep's next run reads it)
-    return summary
+    return finish(world, summary)  # every rank returns with the run folder complete (a sweep's next run reads it)
 
 
 def _quality(model: BertForMLM, tokenizer: PreTrainedTokenizerFast, ids: np.ndarray, cfg: PretrainConfig,
