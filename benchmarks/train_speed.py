@@ -32,7 +32,7 @@ implementation executes them, for a batch of B rows padded to width T with M row
     head    = 2*M*(h^2 + h*V)            (MLM: M = masked positions for tinylm, M = B*T for the reference)
             = 2*B*(h^2 + h*C)            (classification: pooler + classifier)
     training step = 3 * forward          (backward: gradients for inputs and weights of every matmul)
-tests/test_speed_numerics.py checks this count against torch.utils.flop_counter. "useful" FLOPs are the ones
+tests/train/test_speed_numerics.py checks this count against torch.utils.flop_counter. "useful" FLOPs are the ones
 tinylm executes for a batch: both implementations do that work, so useful FLOP/s ratios equal speed ratios.
 MFU = FLOP/s / measured torch.mm peak, given against the fp32 and the bf16 peak.
 """
@@ -440,7 +440,7 @@ def bench_finetune(s: Setup, steps: int, peaks: dict, root: Path | None) -> dict
     return out
 
 
-EAGER_LOSS_TOLERANCE = 5e-3  # bf16 autocast: the two paths round differently (tests/test_speed_numerics.py)
+EAGER_LOSS_TOLERANCE = 5e-3  # bf16 autocast: the two paths round differently (tests/train/test_speed_numerics.py)
 
 
 def eager_steps(cfg: Any, model: torch.nn.Module, batches: list) -> tuple[Step, Step]:

@@ -9,7 +9,7 @@ few hundred real rows per task, so the test suite runs on a fresh clone without 
 - wikipedia/articles.jsonl.gz: a seeded sample of articles, lines copied verbatim, in file order;
 - classes.txt files and vocab/bert-base-uncased-vocab.txt: copied whole.
 The first rows of each file are always kept (tests pin their content). Sampling is seeded, and the output is
-byte-identical across rebuilds (tests/test_data.py rebuilds it when the data folder is present and compares).
+byte-identical across rebuilds (tests/data/test_data.py rebuilds it when the data folder is present and compares).
 
     python scripts/build_test_fixtures.py [--data DIR] [--out tests/fixtures/data]
 """

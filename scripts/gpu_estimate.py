@@ -22,7 +22,7 @@ No training step has been timed on a GPU. The estimate combines measured numbers
 
 Evaluation (a forward pass over a few thousand test texts per run) and data preparation (tokenising the
 articles once) are left out: seconds per run. `python scripts/gpu_estimate.py` prints the tables that
-docs/gpu_runbook.md shows (tests/test_distributed.py checks they match).
+docs/gpu_runbook.md shows (tests/train/test_distributed.py checks they match).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The `tinylm` command with the `paper` scales shrunk to a few steps of dropout-free tiny models (tests only).
 
-tests/test_distributed.py runs the GPU runbook's commands (docs/gpu_runbook.md) through this file, under
+tests/train/test_distributed.py runs the GPU runbook's commands (docs/gpu_runbook.md) through this file, under
 `python -m torch.distributed.run` in place of `torchrun ... -m tinylm.cli`, so that `reproduce all --scale paper`
 and `reproduce committee --scale paper` take seconds on a CPU. `install()` puts the same shrunken scales and
 presets into a test process for the single-process side of each comparison.

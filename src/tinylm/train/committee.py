@@ -12,7 +12,7 @@ the data order, masks and initialisation it has in a single-process committee. E
 OUT/shards/members-A-B (resumable with the same process count); rank 0 then gathers the blocks' final weights
 (and, after fine-tuning, their test probabilities) into the one committee folder. Dropout is drawn per block,
 so with dropout on, a split committee matches a single-process one in distribution; without dropout its
-weights are the same up to float rounding (tests/test_distributed.py).
+weights are the same up to float rounding (tests/train/test_distributed.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from tinylm.config import replace
 from tinylm.data import Example, TaskData, load_articles, read_articles
 from tinylm.tokenizer import from_vocab_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STORED = REPO / "docs" / "results" / "cpu-v1" / "results.json"  # the fit the committed selection report used
 
 

@@ -27,7 +27,7 @@ from tinylm.data import DataError, load_task
 from tinylm.data.corpus import count_documents, load_corpus, read_corpus
 from tinylm.data.user_files import LabelledSource, load_labelled, load_task_data
 
-EXAMPLE_CSV = Path(__file__).resolve().parent.parent / "examples" / "ag_news_sample.csv"
+EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "ag_news_sample.csv"
 OWN = ["--text-column", "content", "--label-column", "label"]
 TINY = ["--preset", "demo", "--tokenizer", "tinylm-wiki-4k", "--epochs", "1", "--max-length", "32"]
 

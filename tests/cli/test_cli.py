@@ -93,4 +93,4 @@ def test_demo_data_is_small_and_readable() -> None:
     assert len(load_articles(100, root=DEMO_DATA)) == 100
 
 
-# The full demo (slow) is tests/test_demo_figures.py: it checks the figures the README shows.
+# The full demo (slow) is tests/experiments/test_demo_figures.py: it checks the figures the README shows.

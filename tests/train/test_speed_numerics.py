@@ -32,7 +32,7 @@ from tinylm.tokenizer import load_tokenizer
 from tinylm.train.loop import LoopConfig, make_optimizer, train_step
 from tinylm.train.pretrain import MLMBatches
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 CPU = torch.device("cpu")
 STEPS = 6
 SEQ = 64  # openings cut to 64 tokens keep the test fast; the reference still pads to 128

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "docs" / "results" / "demo.json"
 README = REPO / "README.md"
 BEGIN, END = "<!-- demo figures: docs/results/demo.json -->", "<!-- end demo figures -->"

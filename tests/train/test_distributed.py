@@ -30,8 +30,8 @@ from tinylm.distributed import World, loss_terms, member_shard, shard_batch, wei
 from tinylm.model import IGNORE_INDEX, BertForClassification, BertForMLM
 from tinylm.runtime import pick_device, step_seed
 
-ENTRY = Path(__file__).with_name("tiny_entry.py")
-REPO = Path(__file__).resolve().parents[1]
+ENTRY = Path(__file__).resolve().parents[1] / "tiny_entry.py"
+REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "gpu_runbook.md"
 ATOL = 1e-4
 TORCHRUN_TIMEOUT_S = 300

@@ -39,7 +39,7 @@ from tinylm.data import (
     read_label_jsonl,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AG_NEWS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 # The data folder's files (shared/data/MANIFEST.md); the fixture folder has the same ones, smaller.
 LAYOUT = {"ag_news/classes.txt", "ag_news/test.csv", "ag_news/train.jsonl", "dbpedia/classes.txt",

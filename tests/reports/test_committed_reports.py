@@ -16,7 +16,7 @@ from tinylm.reports.deploy import render_deploy_report
 from tinylm.reports.experiments import render_report
 from tinylm.reports.selection import render_selection_report
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def render(results: dict[str, Any], out: Path) -> Path:
