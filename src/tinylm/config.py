@@ -10,9 +10,9 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from tinylm.data.tasks import TASKS
 from tinylm.validation import Allowed, each, integer, number, one_of, optional, validate
@@ -154,7 +154,7 @@ def _positions(preset: str) -> int | None:
     return model.max_position_embeddings if model else None
 
 
-# The settings pre-training and fine-tuning share (train.loop.LoopConfig.of reads them).
+# The checks of TrainArgs' fields.
 TRAINING_RULES: dict[str, Allowed] = {
     "epochs": integer(1),
     "batch_size": integer(1),
@@ -168,15 +168,14 @@ TRAINING_RULES: dict[str, Allowed] = {
 }
 
 
-@dataclass
-class PretrainConfig:
-    """MLM pre-training recipe."""
+@dataclass(kw_only=True)
+class TrainArgs:
+    """The training loop's settings, one group shared by PretrainConfig, FinetuneConfig and DistillConfig
+    (train.loop.LoopConfig.of reads them). A recipe lists them after its field LOOP_AFTER, in its flags, its checks
+    and its to_dict, which is flat: a run's config hash is the one it had when each recipe declared these fields."""
 
-    model: str = "cpu-1"
-    tokenizer: str = "train"  # "bert-base-uncased" (vocab from the shared data or the hub), "train", or a path
-    articles: int = 2000
-    seq_len: int = 128
-    mask_prob: float = 0.15
+    LOOP_AFTER: ClassVar[str]  # the recipe's own field after which these are listed
+
     epochs: int = 3
     batch_size: int = 32
     lr: float = 5e-4
@@ -186,8 +185,37 @@ class PretrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 disables (the paper's code does not clip)
     precision: Precision = "bf16"
     seed: int = 42  # initialisation, data order, masks and dropout
-    data_seed: int = 42  # which articles form the subset (the paper shuffles with seed 42 and takes the first N)
+    data_seed: int | None = 42  # which data sample (articles, task sample) the run trains on
     save_every: int = 200  # optimizer steps between checkpoints (an epoch end always saves)
+
+    @classmethod
+    def reading_order(cls) -> tuple[dataclasses.Field, ...]:
+        """The recipe's fields as it lists them: its own up to LOOP_AFTER, these, then the rest of its own."""
+        shared = {f.name for f in dataclasses.fields(TrainArgs)}
+        own = [f for f in dataclasses.fields(cls) if f.name not in shared]
+        cut = next(i for i, f in enumerate(own) if f.name == cls.LOOP_AFTER) + 1
+        loop = [f for f in dataclasses.fields(cls) if f.name in shared]
+        return (*own[:cut], *loop, *own[cut:])
+
+    def flat_dict(self) -> dict[str, Any]:
+        """dataclasses.asdict in reading order."""
+        values = dataclasses.asdict(self)
+        return {f.name: values[f.name] for f in self.reading_order()}
+
+
+@dataclass
+class PretrainConfig(TrainArgs):
+    """MLM pre-training recipe (and TrainArgs: the loop's settings)."""
+
+    LOOP_AFTER: ClassVar[str] = "mask_prob"
+
+    model: str = "cpu-1"
+    tokenizer: str = "train"  # "bert-base-uncased" (vocab from the shared data or the hub), "train", or a path
+    articles: int = 2000
+    seq_len: int = 128
+    mask_prob: float = 0.15
+    # TrainArgs' fields here; data_seed picks the articles of the subset (the paper shuffles with seed 42 and takes
+    # the first N)
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
     snapshots: int = 0  # also save the model at steps T/2, T/4, ..., T/2^snapshots of a T-step run
@@ -211,15 +239,17 @@ class PretrainConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = self.flat_dict()
         if not self.snapshots:  # runs from before snapshots existed keep their config hash
             del d["snapshots"]
         return _drop_defaults(self, d, ("corpus", "text_field"))
 
 
 @dataclass
-class FinetuneConfig:
-    """Sequence-classification fine-tuning recipe (from a pre-trained checkpoint or from scratch)."""
+class FinetuneConfig(TrainArgs):
+    """Sequence-classification fine-tuning recipe (from a pre-trained checkpoint or from scratch), and TrainArgs."""
+
+    LOOP_AFTER: ClassVar[str] = "dropout"
 
     task: str = "ag_news"
     init: str | None = None  # a pre-trained model folder; None trains from scratch
@@ -230,17 +260,10 @@ class FinetuneConfig:
     fewrel_markers: bool = False
     max_length: int = 128
     dropout: float | None = None  # fine-tuning dropout (hidden and attention); None: the model's own
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    schedule: Literal["step", "epoch"] = "step"
-    grad_clip: float = 1.0
-    precision: Precision = "bf16"
-    seed: int = 42  # initialisation, data order and dropout
-    data_seed: int = 42  # the balanced train/test sample (the paper uses seed 42)
-    save_every: int = 200
+    # TrainArgs' fields here, with this recipe's defaults; data_seed picks the balanced train/test sample (the paper
+    # uses seed 42)
+    epochs: int = field(default=5, kw_only=True)
+    lr: float = field(default=5e-5, kw_only=True)
     data_source: Literal["local", "hub"] = "local"
     compile: bool = False
     # Your own labelled data instead of `task`; data.user_files.LabelledSource has the same fields and checks them.
@@ -274,7 +297,7 @@ class FinetuneConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_defaults(self, dataclasses.asdict(self), (*USER_DATA_FIELDS, "dropout"))
+        return _drop_defaults(self, self.flat_dict(), (*USER_DATA_FIELDS, "dropout"))
 
 
 USER_DATA_FIELDS = ("train_file", "test_file", "test_fraction", "validation_fraction", "text_column", "label_column",
@@ -342,6 +365,7 @@ __all__ = [
     "FinetuneConfig",
     "ModelConfig",
     "PretrainConfig",
+    "TrainArgs",
     "config_hash",
     "replace",
     "resolve_model_config",

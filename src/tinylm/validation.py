@@ -107,9 +107,17 @@ def check(owner: str, name: str, value: Any, rule: Allowed) -> None:
         raise ValueError(f"{owner}.{name}: {rule.problem(value)}")
 
 
+def reading_order(cls_or_cfg: Any) -> tuple[dataclasses.Field, ...]:
+    """A dataclass's fields in the order its flags and checks list them (a recipe's own order, see
+    config.TrainArgs), else in field order."""
+    order = getattr(cls_or_cfg, "reading_order", None)
+    return order() if order is not None else dataclasses.fields(cls_or_cfg)
+
+
 def validate(cfg: Any) -> None:
-    """Check each field of the dataclass `cfg` in field order; the first bad one is a ValueError."""
+    """Check each field of the dataclass `cfg` in its reading order (config.TrainArgs.reading_order, else field
+    order); the first bad one is a ValueError."""
     rules = field_rules(cfg)
-    for f in dataclasses.fields(cfg):
+    for f in reading_order(cfg):
         if f.name in rules:
             check(type(cfg).__name__, f.name, getattr(cfg, f.name), rules[f.name])

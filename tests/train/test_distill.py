@@ -201,8 +201,8 @@ def test_config_checks_and_cli(teacher, tmp_path, data_root, capsys) -> None:
 def test_student_and_its_int8_graph_are_served(student, data_root) -> None:
     out, _ = student
     folder = out / "model"
-    # Accuracy reported, not judged (tests/inference/test_onnx_export.py covers the refusal): one flipped text of 40 is 2.5
-    # points, so this tiny model's graph could trip the default 0.5 by chance.
+    # Accuracy reported, not judged (tests/inference/test_onnx_export.py covers the refusal): one flipped text of 40
+    # is 2.5 points, so this tiny model's graph could trip the default 0.5 by chance.
     report = export_onnx(folder, quantize="int8", root=data_root, accuracy_tolerance=None)
     graph = folder / INT8_FILE
     assert report["quantize"] == "int8" and graph.is_file() and report["accuracy"]["texts"] == 4 * TEST_PER_LABEL

@@ -11,6 +11,7 @@ from typing import Any
 
 from tinylm.config import replace
 from tinylm.data.user_files import LabelledSource
+from tinylm.validation import reading_order
 
 # The same names as tinylm.inference.predictor.RUNTIMES, spelled out so that building the parser imports no torch.
 RUNTIMES = ("torch", "onnx")
@@ -45,7 +46,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, only: Sequen
     """One `--field` flag per dataclass field (or per field in `only`, less `exclude`), typed from its annotation;
     default None = keep the preset's. `helps` gives some fields a help text of their own."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in reading_order(cls):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
         kind, choices = flag_type(hints[f.name])

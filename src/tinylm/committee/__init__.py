@@ -29,8 +29,8 @@ Training (tinylm/train/committee_step.py): the loss is the sum of the member los
 optimizer step train all members independently (their parameters are disjoint, so gradients never mix). AdamW is
 elementwise, so AdamW on the stacked tensors equals AdamW on each member, provided the weight-decay groups are
 chosen by the member's parameter shape (`make_committee_optimizer`; train.loop.make_optimizer would decay stacked
-biases) and gradient clipping is per member (`clip_grad_norm_per_member_`); tests/committee/test_committee.py checks both
-against a loop. With fp16 a GradScaler is shared: an overflow in one member skips the step for all of them. The
+biases) and gradient clipping is per member (`clip_grad_norm_per_member_`); tests/committee/test_committee.py checks
+both against a loop. With fp16 a GradScaler is shared: an overflow in one member skips the step for all of them. The
 recipes that pre-train and fine-tune whole committees are in tinylm/train/committee.py.
 
 Votes (votes.py): `soft_vote` and `hard_vote` over per-member probabilities, for any subset of the members.

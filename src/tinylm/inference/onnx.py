@@ -1,8 +1,8 @@
 """`tinylm export onnx`: a fine-tuned model or a whole soft committee as one ONNX graph, checked against PyTorch.
 
 The graph takes input_ids and attention_mask (int64 [batch, sequence], both axes dynamic) and returns
-probabilities (float32 [batch, labels]): inference.predictor.ProbabilityGraph traced, i.e. for a committee the mean of its
-members' softmaxes (the soft vote) computed by model.py's forward pass over the stacked members, so N members are
+probabilities (float32 [batch, labels]): inference.predictor.ProbabilityGraph traced, i.e. for a committee the mean of
+its members' softmaxes (the soft vote) computed by model.py's forward pass over the stacked members, so N members are
 one graph with one op sequence, not N graphs; a plain model runs the same forward pass (both with the last layer
 at [CLS] only).
 

@@ -3,11 +3,10 @@ CLI's parser stays fast."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
-from tinylm.config import MAX_SEED, MIN_TOKENS, TRAINING_RULES, Precision, model_preset
+from tinylm.config import MAX_SEED, MIN_TOKENS, TRAINING_RULES, TrainArgs, model_preset
 from tinylm.data.tasks import TASKS
 from tinylm.validation import TEXT, Allowed, integer, number, one_of, optional, validate
 
@@ -15,9 +14,12 @@ INIT_MEMBER, INIT_SCRATCH = "member", "scratch"
 
 
 @dataclass
-class DistillConfig:
-    """Distillation recipe. Fields left None take the teacher's fine-tuning settings (task sample, data seed,
-    max length), so the student trains on the committee's training texts and is tested on its test texts."""
+class DistillConfig(TrainArgs):
+    """Distillation recipe, and TrainArgs. Fields left None take the teacher's fine-tuning settings (task sample,
+    data seed, max length), so the student trains on the committee's training texts and is tested on its test
+    texts."""
+
+    LOOP_AFTER: ClassVar[str] = "max_length"
 
     teacher: str  # a fine-tuned committee folder (or a single fine-tuned model), or its run folder
     init: str = INIT_MEMBER  # "member": a pre-trained committee member's encoder; "scratch"; or a model folder
@@ -32,17 +34,10 @@ class DistillConfig:
     train_per_label: int | None = None
     test_per_label: int | None = None
     max_length: int | None = None
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    schedule: Literal["step", "epoch"] = "step"
-    grad_clip: float = 1.0
-    precision: Precision = "bf16"
-    seed: int = 42  # the student's initialisation (head), data order and dropout
-    data_seed: int | None = None  # the task sample's seed (default: the teacher's); extra texts use data_seed + 1
-    save_every: int = 200
+    # TrainArgs' fields here, with this recipe's defaults; seed: the student's initialisation (head), data order
+    # and dropout; data_seed: the task sample's (default: the teacher's), extra texts use data_seed + 1
+    epochs: int = field(default=10, kw_only=True)
+    data_seed: int | None = field(default=None, kw_only=True)
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -72,7 +67,7 @@ class DistillConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.flat_dict()
 
 
 DISTILL_HELP = {

@@ -49,7 +49,7 @@ class LoopConfig:
 
     @classmethod
     def of(cls, cfg: Any, desc: str, tune_allocator: bool = True) -> LoopConfig:
-        """The loop settings of a recipe config (PretrainConfig and FinetuneConfig share these fields)."""
+        """The loop settings of a recipe config (config.TrainArgs, which the three recipe configs share)."""
         return cls(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                    schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every,
                    grad_clip=cfg.grad_clip or None, desc=desc, tune_allocator=tune_allocator)
