@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from tinylm.data.user_files import load_task_data
+    from tinylm.data.sample import task_sample
     from tinylm.inference.predictor import Predictor
     from tinylm.io import write_json
     from tinylm.train.evaluate import evaluate_model
@@ -38,8 +38,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         source.require(train=False)
     clf = Predictor.load(args.model, device=args.device)
     # The user's test labels are checked against the model's own; a built-in task's must equal them.
-    task = load_task_data(source, args.task, args.data, train_per_label=0, test_per_label=args.test_per_label,
-                          seed=args.data_seed, label_names=clf.label_names if source.given else None)
+    task = task_sample(args, args.data, test_only=True, label_names=clf.label_names if source.given else None)
     if task.label_names != clf.label_names:
         raise DataError(args.model, f"model labels {clf.label_names} differ from {args.task}'s {task.label_names}")
     metrics = evaluate_model(clf.model, clf.tokenizer, task.test, task.label_names, **trained_scoring(args.model))

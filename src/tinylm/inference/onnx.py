@@ -23,7 +23,6 @@ refuses a graph that loses more than `accuracy_tolerance` points. fp32 exports g
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 import warnings
@@ -203,17 +202,13 @@ def stored_test_sample(folder: Path, root: str | os.PathLike | None = None, task
     """The test sample of the task a model folder was fine-tuned (or distilled) on, from the fine-tuning config it
     stores, through fine-tuning's own data path; `task` (a built-in task) overrides what the folder stores."""
     from tinylm.config import FinetuneConfig
-    from tinylm.data.user_files import LabelledSource, load_task_data
+    from tinylm.data.sample import task_sample
     from tinylm.train.distill import stored_finetune_config
 
     cfg = FinetuneConfig(task=task) if task else stored_finetune_config(folder)
     if cfg is None:
         raise ValueError(f"{folder} stores no fine-tuning config naming its task; give the task (--task)")
-    # The test sample alone, as `tinylm evaluate` loads it: no training examples, so no validation split either.
-    source = dataclasses.replace(LabelledSource.of(cfg), validation_fraction=0.0)
-    return load_task_data(source, cfg.task, root, train_per_label=0,
-                          test_per_label=test_per_label or cfg.test_per_label, seed=cfg.data_seed,
-                          fewrel_markers=cfg.fewrel_markers, data_source=cfg.data_source)
+    return task_sample(cfg, root, test_only=True, test_per_label=test_per_label)  # as `tinylm evaluate` loads it
 
 
 def graph_accuracy(folder: Path, graph: Path, quantize: str | None, tolerance: float | None,

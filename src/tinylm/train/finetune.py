@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerFast
 from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model
 from tinylm.config import FinetuneConfig, replace, resolve_model_config
 from tinylm.data import Example, TaskData
-from tinylm.data.user_files import LabelledSource, load_task_data, task_hash
+from tinylm.data.sample import task_sample
+from tinylm.data.user_files import LabelledSource, task_hash
 from tinylm.io import write_json
 from tinylm.model import BertForClassification
 from tinylm.runtime import seed_everything
@@ -88,14 +89,9 @@ def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClass
 
 
 def finetune_task(cfg: FinetuneConfig, root: str | os.PathLike | None = None) -> TaskData:
-    """The examples a fine-tuning config asks for: the user's own data (train_file or dataset, and a test set)
-    or, when it names none, the built-in `task`, which is a preset of the same loading path."""
-    source = LabelledSource.of(cfg)
-    if source.given:
-        source.require(train=True)
-    return load_task_data(source, cfg.task, root, train_per_label=cfg.train_per_label,
-                          test_per_label=cfg.test_per_label, seed=cfg.data_seed, fewrel_markers=cfg.fewrel_markers,
-                          data_source=cfg.data_source)
+    """The examples a fine-tuning config asks for (data.sample.task_sample): the user's own data (train_file or
+    dataset, and a test set) or, when it names none, the built-in `task`, a preset of the same loading path."""
+    return task_sample(cfg, root)
 
 
 def finetune(
