@@ -221,6 +221,9 @@ class PretrainConfig(TrainArgs):
     snapshots: int = 0  # also save the model at steps T/2, T/4, ..., T/2^snapshots of a T-step run
     corpus: str | None = None  # your own corpus instead of Wikipedia: a file, a folder or hub:NAME (data.corpus)
     text_field: str = "text"  # the corpus's text column when it is a table (JSON lines, CSV, Parquet) or hub dataset
+    # A JSON file of token ids kept out of pre-training (data.withhold: replaced by [UNK], never MLM targets);
+    # None = none withheld (tinylm.experiments.overlap_control writes these files)
+    withhold: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -236,13 +239,15 @@ class PretrainConfig(TrainArgs):
             "mask_prob": number(0, 1, open_low=True),
             **TRAINING_RULES,
             "snapshots": integer(0),
+            "withhold": optional(Allowed(lambda v: isinstance(v, str) and v != "", "a JSON file of token ids"),
+                                 "none withheld"),
         }
 
     def to_dict(self) -> dict[str, Any]:
         d = self.flat_dict()
         if not self.snapshots:  # runs from before snapshots existed keep their config hash
             del d["snapshots"]
-        return _drop_defaults(self, d, ("corpus", "text_field"))
+        return _drop_defaults(self, d, ("corpus", "text_field", "withhold"))
 
 
 @dataclass

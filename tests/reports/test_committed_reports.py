@@ -14,6 +14,7 @@ from tinylm.reports.committee import render_committee_report
 from tinylm.reports.curve import render_curve_report
 from tinylm.reports.deploy import render_deploy_report
 from tinylm.reports.experiments import render_report
+from tinylm.reports.overlap_control import render_overlap_control_report
 from tinylm.reports.selection import render_selection_report
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -28,6 +29,8 @@ def render(results: dict[str, Any], out: Path) -> Path:
         render_curve_report(results["records"], out)
     elif kind == "arms":
         render_arms_report(results, out)
+    elif kind == "overlap-control":
+        render_overlap_control_report(results, out)
     elif kind == "deploy":
         render_deploy_report(results, out)
     elif "selections" in results:

@@ -15,16 +15,21 @@ from typing import Any
 from tinylm.cli import selection
 
 PAPER_EXPERIMENTS = ("gap", "size", "overlap", "all")  # one sweep, tinylm.experiments.paper
-EXPERIMENT_CHOICES = [*PAPER_EXPERIMENTS, "committee", "selection", "curve", "arms", "deploy"]
+EXPERIMENT_CHOICES = [*PAPER_EXPERIMENTS, "committee", "selection", "curve", "arms", "overlap-control", "deploy"]
+EXPERIMENT_HELP = ("gap, size, overlap or all: the paper's claims 1-3 over pre-training sizes; committee; selection; "
+                   "curve: the gap over pre-training steps; arms: the gap against topic similarity (articles more "
+                   "or less typical of the task) at one size; overlap-control: the gap against token overlap set "
+                   "by withholding task token types from pre-training; deploy")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    x.add_argument("experiment", choices=EXPERIMENT_CHOICES)
+    x.add_argument("experiment", choices=EXPERIMENT_CHOICES, help=EXPERIMENT_HELP)
     x.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
     x.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the scale's)")
     x.add_argument("--finetune-seeds", type=int, default=None,
-                   help="gap/size/overlap/all: fine-tuning seeds per pre-trained model (default: the scale's)")
+                   help="gap/size/overlap/all/overlap-control: fine-tuning seeds per pre-trained model (default: "
+                        "the scale's)")
     x.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
                    help="gap/size/overlap/all: train only share I of N of the models (run N processes, I = 0..N-1, "
                         "on one OUT), then run once more without --shard to write the report from the cache")
@@ -32,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
     x.add_argument("--from", dest="source", default=None,
                    help="deploy: the OUT folder of a finished `reproduce committee` (its models are measured)")
+    x.add_argument("--levels", type=float, nargs="+", default=None,
+                   help="overlap-control: target token overlaps, fractions in (0, 1] (default: 1 0.9 0.75 0.5)")
     x.add_argument("--out", required=True, help="results, report and plots; OUT/runs caches every run")
     selection.add_reproduce_flags(x)
 
@@ -126,6 +133,19 @@ def run_arms(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
     return 0
 
 
+def run_overlap_control(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
+    from tinylm.experiments.overlap_control import OVERLAP_CONTROL_SCALES, reproduce_overlap_control
+
+    scale = OVERLAP_CONTROL_SCALES[args.scale]
+    if args.finetune_seeds:
+        scale = dataclasses.replace(scale, base=dataclasses.replace(scale.base, finetune_seeds=args.finetune_seeds))
+    results = reproduce_overlap_control(scale, args.out, seeds=args.seeds, tasks=tasks,
+                                        runs=args.runs, root=args.data, device=args.device,
+                                        levels=tuple(args.levels) if args.levels else None)
+    print(report_line(results, args.out))
+    return 0
+
+
 def run_deploy(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
     from tinylm.experiments.deploy import DEPLOY_SCALES, reproduce_deploy
 
@@ -144,6 +164,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, tuple[str, ...]], int]] = {
     "selection": run_selection,
     "curve": run_curve,
     "arms": run_arms,
+    "overlap-control": run_overlap_control,
     "deploy": run_deploy,
 }
 

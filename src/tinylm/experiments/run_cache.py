@@ -30,9 +30,11 @@ def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig, root: A
     """RUNS/<kind>-<hash> of the config, its model preset's fields and its vocabulary's content.
 
     An init folder enters the hash by name (a cached run's name is its own content hash), so a moved sweep
-    folder keeps its cache.
+    folder keeps its cache; so does a withhold file (tinylm.experiments.overlap_control names it by its content).
     """
     key = cfg.to_dict()
+    if key.get("withhold"):
+        key["withhold"] = Path(key["withhold"]).name
     if key.get("init"):
         init = Path(key["init"])
         # A snapshot (RUN/snapshots/step-N) is named by its run too: every run has a step-N.

@@ -19,6 +19,7 @@ from tinylm.data import load_articles
 from tinylm.data.corpus import load_corpus
 from tinylm.data.encoding import encode_cached
 from tinylm.data.user_files import content_hash
+from tinylm.data.withhold import random_token_ids, read_withheld, withhold_tokens
 from tinylm.distributed import World, main_first
 from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForMLM
@@ -32,9 +33,14 @@ SNAPSHOTS = "snapshots"
 
 
 def mask_tokens(
-    ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, prob: float, gen: torch.Generator
+    ids: Tensor, special: Tensor, vocab_size: int, mask_id: int, prob: float, gen: torch.Generator,
+    random_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """BERT's masking: pick `prob` of the non-special tokens; of those 80 % -> [MASK], 10 % random, 10 % kept."""
+    """BERT's masking: pick `prob` of the non-special tokens; of those 80 % -> [MASK], 10 % random, 10 % kept.
+
+    random_ids: the ids the random 10 % are drawn from (default: the whole vocabulary; a run that withholds
+    tokens passes the rest, data.withhold.random_token_ids).
+    """
     labels = ids.clone()
     chosen = (torch.rand(ids.shape, generator=gen) < prob) & ~special
     labels[~chosen] = IGNORE_INDEX
@@ -42,7 +48,10 @@ def mask_tokens(
     inputs = ids.clone()
     inputs[chosen & (roll < 0.8)] = mask_id
     randomise = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[randomise] = torch.randint(vocab_size, ids.shape, generator=gen)[randomise]
+    if random_ids is None:
+        inputs[randomise] = torch.randint(vocab_size, ids.shape, generator=gen)[randomise]
+    else:
+        inputs[randomise] = random_ids[torch.randint(len(random_ids), ids.shape, generator=gen)][randomise]
     return inputs, labels
 
 
@@ -58,6 +67,8 @@ class MLMBatches(Sequence[Batch]):
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(tokenizer.all_special_ids)
+        self.random_ids = (torch.from_numpy(random_token_ids(self.vocab_size, read_withheld(cfg.withhold)))
+                           if cfg.withhold else None)
 
     def __len__(self) -> int:
         return -(-len(self.ids) // self.cfg.batch_size)
@@ -73,7 +84,8 @@ class MLMBatches(Sequence[Batch]):
         seed = np.random.SeedSequence([self.cfg.seed, self.epoch, i]).generate_state(1, np.uint64)[0]
         gen = torch.Generator().manual_seed(int(seed) % 2**63)
         special = torch.isin(ids, self.special_ids)
-        inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, self.cfg.mask_prob, gen)
+        inputs, labels = mask_tokens(ids, special, self.vocab_size, self.mask_id, self.cfg.mask_prob, gen,
+                                     self.random_ids)
         return {"input_ids": inputs, "attention_mask": attention_mask.long(), "labels": labels}
 
 
@@ -116,6 +128,8 @@ def prepare_pretraining(
     with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
         tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
         ids = encode_cached(tokenizer, texts, cfg.seq_len)
+    if cfg.withhold:  # the withheld types become [UNK]: a special token, so never an MLM target (data.withhold)
+        ids, _ = withhold_tokens(ids, read_withheld(cfg.withhold), tokenizer.unk_token_id)
     model_cfg = replace(base, vocab_size=len(tokenizer))  # (PretrainConfig checked seq_len against its positions)
     return texts, tokenizer, ids, model_cfg
 
