@@ -1,12 +1,14 @@
-"""`tinylm reproduce arms`: claim 3 at a fixed pre-training size, with overlap pushed apart.
+"""`tinylm reproduce arms`: the gap against topic similarity at a fixed pre-training size.
 
 Experiment 3 relates the gap to overlap across pre-training sizes, so size and overlap move together (and at
 the CPU scale's 4k vocabulary the paper's token overlap is saturated). Here the size is fixed (the scale's
-smallest) and only the articles differ: per task, a `low` arm of the pool's articles least typical of the task's
-tokens, the experiments' `random` subset, and a `high` arm of the most typical ones (selection.
-rank_by_task_likeness, chosen by the task's *train* texts; the held-out openings of tinylm.train.mlm_quality are never
-chosen). Each arm is pre-trained with the experiments' recipe and seed and fine-tuned next to the same scratch
-twin. The report fits the gap on overlap within each task, at that one size.
+smallest) and only the articles differ in topic similarity to the task (mass overlap; their token overlap stays
+near 100 %, so this is not the paper's token overlap: experiments.overlap_control sets that by design): per
+task, a `low` arm of the pool's articles least typical of the task's tokens, the experiments' `random` subset,
+and a `high` arm of the most typical ones (selection.rank_by_task_likeness, chosen by the task's *train* texts;
+the held-out openings of tinylm.train.mlm_quality are never chosen). Each arm is pre-trained with the
+experiments' recipe and seed and fine-tuned next to the same scratch twin. The report fits the gap on mass
+overlap within each task, at that one size.
 """
 
 from __future__ import annotations
