@@ -234,3 +234,13 @@ def test_gap_interval_is_over_pretraining_seeds_of_per_seed_means() -> None:
     assert abs(cell.gap.mean - expected.mean) < 1e-12 and abs(cell.gap.half_width - expected.half_width) < 1e-12
     assert abs(cell.pretraining_sd - np.std([0.12, 0.07, 0.20], ddof=1)) < 1e-12
     assert abs(cell.finetuning_sd - np.sqrt((0.02**2 * 2 + 0.02**2 * 2 + 0) / 6)) < 1e-12
+
+
+def test_overlap_that_barely_varies_is_not_claim_3(tmp_path: Path) -> None:
+    """Nested subsets with a small vocabulary: overlap 99.8-100 % rising with size. A perfect correlation over
+    0.2 points of overlap is the size effect, so claim 3 is not established by it."""
+    nested = overlaps([("ag_news", 1000, 0.998, 0.10), ("ag_news", 2000, 0.999, 0.20),
+                       ("dbpedia", 1000, 0.9985, 0.15), ("dbpedia", 2000, 0.9995, 0.25)])
+    md = render_report(nested, tmp_path)[0].read_text()
+    assert "Claim 3, the gap grows with token overlap: not established." in md
+    assert "this fit measures the size effect" in md

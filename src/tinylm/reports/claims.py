@@ -16,6 +16,8 @@ from tinylm.analysis.records import Cell
 from tinylm.analysis.stats import MeanCI, mean_ci
 from tinylm.reports.render import fmt_mean_ci
 
+# Below this span of overlap (points) a gap-on-overlap fit across nested sizes is the size effect again.
+MIN_OVERLAP_SPAN = 5.0
 # Verdicts of the findings; the report's summary groups tasks by them.
 SHOWS, UNCLEAR, NO, NA = "shows", "not established", "does not show", "no data"
 
@@ -66,8 +68,10 @@ def size_finding(task: str, cells: Sequence[Cell], slopes: Mapping[int, float],
                      "with size is not established by these runs.")
 
 
-def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence: float = 0.95) -> tuple[str, str]:
-    """Claim 3: shows when r >= 0.5 and the CI of r lies above 0; a low or negative r does not show."""
+def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence: float = 0.95,
+                    span: float | None = None) -> tuple[str, str]:
+    """Claim 3: shows when r >= 0.5 and the CI of r lies above 0; a low or negative r does not show. `span` (points
+    of overlap between the points' extremes) below MIN_OVERLAP_SPAN caps the verdict at "not established"."""
     if n_points < 3:
         return NA, (f"Only {n_points} (task, size) point(s) carry {measure} overlap values; at least 3 are needed "
                     "to judge a correlation.")
@@ -80,6 +84,11 @@ def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence
     if fit.r <= 0:
         return NO, f"The effect does not show: the gap does not grow with {measure} overlap ({desc})."
     established = fit.r_ci is not None and fit.r_ci[0] > 0
+    if established and fit.r >= 0.5 and span is not None and span < MIN_OVERLAP_SPAN:
+        return UNCLEAR, (f"The gap is correlated with {measure} overlap ({desc}), but the overlap spans only "
+                         f"{span:.2f} points, and in nested subsets it rises with the pre-training size: this fit "
+                         "measures the size effect (claim 2), not the overlap's. Claim 3 needs the overlap varied "
+                         "at a fixed size.")
     if established and fit.r >= 0.5:
         return SHOWS, f"The gap grows with {measure} overlap ({desc})."
     if established:

@@ -301,9 +301,10 @@ def _overlap_fits(cells: Sequence[Cell], names: Sequence[str], measure: str, con
     rows = []
     for m in names:
         with_m = [c for c in cells if m in c.overlap]
-        fit = try_fit([100 * c.overlap[m] for c in with_m], [100 * c.gap.mean for c in with_m], confidence)
+        xs = [100 * c.overlap[m] for c in with_m]
+        fit = try_fit(xs, [100 * c.gap.mean for c in with_m], confidence)
         if m == measure:
-            finding = overlap_finding(m, fit, len(with_m), confidence)
+            finding = overlap_finding(m, fit, len(with_m), confidence, span=max(xs) - min(xs) if xs else None)
         ok = fit is not None and not math.isnan(fit.r)
         rows.append([
             m + (" (used)" if m == measure else ""),
