@@ -62,11 +62,12 @@ PRETRAIN_BAD = {
 FINETUNE_BAD = {
     "train_per_label": ints_outside(1), "test_per_label": ints_outside(1), "max_length": ints_outside(3), **TRAINING,
     "test_fraction": outside_unit(zero_allowed=True), "validation_fraction": outside_unit(zero_allowed=True),
+    "dropout": outside_unit(zero_allowed=True),
 }
 COUNTS = st.lists(ints_outside(1), min_size=1).map(tuple) | st.just(())  # a bad item, or none at all
 SAMPLES = st.tuples(ints_outside(1), st.integers(1, 10)).map(lambda p: {"ag_news": p}) | st.tuples(
     st.integers(1, 10), ints_outside(1)).map(lambda p: {"fewrel": p})
-SCALE_BAD = {"sizes": COUNTS, "samples": SAMPLES, "seeds": ints_outside(1)}
+SCALE_BAD = {"sizes": COUNTS, "samples": SAMPLES, "seeds": ints_outside(1), "finetune_seeds": ints_outside(1)}
 COMMITTEE_BAD = {"members": ints_outside(1), "samples": SAMPLES, "seeds": ints_outside(1), "committee_sizes": COUNTS}
 DROPOUT = outside_unit(zero_allowed=True)
 MODEL_BAD = {

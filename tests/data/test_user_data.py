@@ -57,10 +57,12 @@ def source(path: Path, **kw: object) -> LabelledSource:
 def test_new_config_fields_keep_every_existing_hash() -> None:
     """The run cache keys on config hashes: a config that leaves the new fields alone hashes exactly as the same
     settings did before those fields existed (its dict without them)."""
-    added = {PretrainConfig: ("corpus", "text_field"), FinetuneConfig: USER_DATA_FIELDS}
+    added = {PretrainConfig: ("corpus", "text_field", "withhold"), FinetuneConfig: (*USER_DATA_FIELDS, "dropout")}
     for cfg in [*PRETRAIN_PRESETS.values(), *FINETUNE_PRESETS.values()]:
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
         before = {k: v for k, v in dataclasses.asdict(cfg).items()
-                  if k not in added[type(cfg)] and not (k == "snapshots" and not v)}  # (an older addition)
+                  if not (k in added[type(cfg)] and v == defaults[k])
+                  and not (k == "snapshots" and not v)}  # (an older addition)
         assert cfg.to_dict() == before and config_hash(cfg) == config_hash(before)
     own = replace(FINETUNE_PRESETS["cpu"], train_file="a.csv", test_fraction=0.2)
     assert own.to_dict()["train_file"] == "a.csv" and "test_file" not in own.to_dict()

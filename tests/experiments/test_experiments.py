@@ -16,7 +16,7 @@ from tinylm.experiments.scales import SCALES, Scale
 TINY = Scale(
     name="tiny",
     sizes=(32, 64),
-    pretrain=replace(SCALES["cpu"].pretrain, model="demo", epochs=1, seq_len=64),
+    pretrain=replace(SCALES["cpu"].pretrain, model="demo", epochs=1, seq_len=64, batch_size=32),
     finetune=replace(SCALES["cpu"].finetune, model="demo", epochs=1, max_length=64),
     samples={"ag_news": (8, 6), "dbpedia": (4, 3)},
     seeds=2,

@@ -7,6 +7,7 @@ and fine-tuned on the committed AG News sample (tests/fixtures/data), as `tinylm
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -47,10 +48,14 @@ TRAIN_PER_LABEL, TEST_PER_LABEL = 16, 10
 def teacher(tmp_path_factory, data_root):
     """A fine-tuned 2-member committee's run folder (its pre-trained committee is the sibling `pre`)."""
     root = tmp_path_factory.mktemp("teacher")
-    pre = replace(SCALES["cpu"].pretrain, model="cpu-1", articles=48, epochs=1, batch_size=16, seq_len=64)
+    # The second CPU scale's recipe (lr 1e-3; fine-tuning without warm-up or dropout): a teacher that is sure of
+    # itself after a few steps, which the student's test needs.
+    pre = replace(SCALES["cpu"].pretrain, model="cpu-1", articles=48, epochs=1, batch_size=16, seq_len=64, lr=1e-3)
     pretrain_committee(pre, 2, root / "pre", root=data_root)
     ft = replace(SCALES["cpu"].finetune, task="ag_news", init=str(root / "pre"), epochs=4, batch_size=16, lr=2e-3,
-                 max_length=64, train_per_label=TRAIN_PER_LABEL, test_per_label=TEST_PER_LABEL, precision="fp32")
+                 max_length=64, train_per_label=TRAIN_PER_LABEL, test_per_label=TEST_PER_LABEL, precision="fp32",
+                 warmup_ratio=0.0)
+    ft = dataclasses.replace(ft, dropout=None)
     finetune_committee(ft, 2, root / "ft", root=data_root)
     return root / "ft"
 
