@@ -1,4 +1,5 @@
-"""Build examples/ag_news_sample.csv, the labelled CSV of the README's "Your own data" example, from the real data.
+"""Build examples/ag_news_sample.csv, the labelled CSV of the user guide's "Your own data" example
+(docs/user_guide.md), from the real data.
 
 It looks like a user's own file: a header row `label,content`, labels 1-4 (AG News's classes: 1 World, 2 Sports,
 3 Business, 4 Sci/Tech), one text per row. The rows are a seeded, label-balanced sample of the official AG News

@@ -2,7 +2,7 @@
 then a hash of the weights.
 
 Run it twice on one machine with the same TINYLM_THREADS and compare the hashes; run it with another thread
-count, on another CPU or with another torch to see whether those change the weights (README, "What is
+count, on another CPU or with another torch to see whether those change the weights (docs/reproducibility.md, "What is
 bit-reproducible").
 
     TINYLM_THREADS=1 python scripts/weights_hash.py [--epochs 1] [--articles 12000] [--out DIR]

@@ -330,7 +330,8 @@ FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
         model="bert-6", epochs=50, batch_size=32, lr=5e-5, schedule="epoch", grad_clip=0.0, save_every=2000
     ),
     "cpu": FinetuneConfig(model="cpu-1", epochs=4, lr=2e-4),
-    # Few labelled examples (100 per class) is the regime where pre-training pays off at demo scale; see README.
+    # Few labelled examples (100 per class): the regime where pre-training pays off at demo scale
+    # (docs/experiments.md).
     # 10 % warm-up and dropout 0.1 keep every fine-tuning from collapsing (chosen on validation texts).
     "demo": FinetuneConfig(model="demo", epochs=20, lr=5e-4, warmup_ratio=0.1, dropout=0.1, train_per_label=100,
                            test_per_label=250),

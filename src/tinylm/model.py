@@ -64,7 +64,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: f
     if q.device.type == "cpu" and (dropout_p > 0 or (q.requires_grad and torch.is_grad_enabled())):
         # On CPU, training takes the plain matmul-softmax-matmul path: SDPA's CPU kernels have no dropout (it
         # would fall back to its math path and the slow scalar mask), and their flash-attention backward is
-        # slower than autograd through two bmm and a softmax (README, "The CPU-scale models' training step").
+        # slower than autograd through two bmm and a softmax (docs/speed.md, "The CPU-scale models' training step").
         scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
         if mask is not None:  # an additive -inf bias: the same scores as masked_fill, cheaper on CPU
             scores = scores + torch.zeros(mask.shape, dtype=scores.dtype, device=mask.device).masked_fill_(
