@@ -81,14 +81,14 @@ def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence
         return NO, f"The gap is the same at every point, so the effect does not show (no correlation with {measure})."
     ci = f"{confidence:.0%} CI {fit.r_ci[0]:.2f} to {fit.r_ci[1]:.2f}" if fit.r_ci else "too few points for a CI"
     desc = f"r = {fit.r:.2f} ({ci}), slope {fit.slope:+.2f} gap points per overlap point, {fit.n} points"
+    if span is not None and span < MIN_OVERLAP_SPAN:
+        return UNCLEAR, (f"The {measure} overlap spans only {span:.2f} points across these points, and in nested "
+                         "subsets it rises with the pre-training size, so this fit measures the size effect (claim 2) "
+                         f"or nothing, not the overlap's ({desc}). Claim 3 is not tested here: it needs the overlap "
+                         "varied at a fixed size.")
     if fit.r <= 0:
         return NO, f"The effect does not show: the gap does not grow with {measure} overlap ({desc})."
     established = fit.r_ci is not None and fit.r_ci[0] > 0
-    if established and fit.r >= 0.5 and span is not None and span < MIN_OVERLAP_SPAN:
-        return UNCLEAR, (f"The gap is correlated with {measure} overlap ({desc}), but the overlap spans only "
-                         f"{span:.2f} points, and in nested subsets it rises with the pre-training size: this fit "
-                         "measures the size effect (claim 2), not the overlap's. Claim 3 needs the overlap varied "
-                         "at a fixed size.")
     if established and fit.r >= 0.5:
         return SHOWS, f"The gap grows with {measure} overlap ({desc})."
     if established:
