@@ -1,7 +1,8 @@
 """Your own data: labelled CSV/TSV/JSON lines/Parquet files and corpora, through the loaders and the CLI.
 
 Every bad input of the user guide's "Your own data" section (docs/user_guide.md) is a one-line error naming the
-file (and row or line), exit status 2 and no run folder. Trainings here are a few steps of the `demo` model on the shipped example CSV.
+file (and row or line), exit status 2 and no run folder. Trainings here are a few steps of the `demo` model on the
+shipped example CSV.
 """
 
 from __future__ import annotations
