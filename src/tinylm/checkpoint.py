@@ -7,7 +7,6 @@ of silently dropping the conv weights, and tinylm loads it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -183,8 +182,7 @@ def load_model(
     """
     path = resolve_model_dir(name_or_path)
     cfg, raw = read_model_config(path)
-    if dropout is not None:
-        cfg = dataclasses.replace(cfg, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg = cfg.with_dropout(dropout)
     saved_head = raw.get("tinylm", {}).get("head")
     if saved_head is None:
         saved_head = "classification" if "id2label" in raw and "ForSequence" in str(raw.get("architectures")) else "mlm"

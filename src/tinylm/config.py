@@ -64,6 +64,12 @@ class ModelConfig:
             "conv_channels": integer(0),
         }
 
+    def with_dropout(self, p: float | None) -> ModelConfig:
+        """This config with hidden and attention dropout `p` (None: unchanged), as fine-tuning sets it."""
+        if p is None:
+            return self
+        return dataclasses.replace(self, hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+
     @property
     def is_plain_bert(self) -> bool:
         """True when the model is exactly a Hugging Face BERT (loadable by transformers)."""

@@ -71,24 +71,33 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int = 128
     return from_vocab_file(cached, max_length)
 
 
-def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
-    """'bert-base-uncased' (the shared vocabulary, else the hub), 'tinylm-wiki-4k', a folder, or a vocab.txt."""
+def vocabulary_file(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> Path | None:
+    """The file a tokenizer spec's vocabulary is read from: the shipped vocab.txt, the data folder's bert-base-uncased
+    vocabulary, a vocab.txt given as a file, or a folder's tokenizer.json (else its vocab.txt); None for
+    bert-base-uncased when the data folder lacks it (the hub's copy). FileNotFoundError where the spec names none."""
     spec_str = str(spec)
     if spec_str in SHIPPED_VOCABS:
-        return from_vocab_file(SHIPPED_VOCABS[spec_str])
+        return SHIPPED_VOCABS[spec_str]
     if spec_str == "bert-base-uncased":
         local = data_root(root) / BERT_VOCAB
-        if local.is_file():
-            return from_vocab_file(local)
+        return local if local.is_file() else None
+    path = Path(spec_str)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in ("tokenizer.json", "vocab.txt"):
+            if (path / name).is_file():
+                return path / name
+    raise FileNotFoundError(f"{spec_str}: no tokenizer here (want 'bert-base-uncased', a folder or a vocab.txt)")
+
+
+def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """'bert-base-uncased' (the shared vocabulary, else the hub), 'tinylm-wiki-4k', a folder, or a vocab.txt."""
+    path = vocabulary_file(spec, root)
+    if path is None:
         from transformers import AutoTokenizer  # online users: the hub's copy
 
         return AutoTokenizer.from_pretrained("bert-base-uncased")
-    path = Path(spec_str)
-    if path.is_file():
-        return from_vocab_file(path)
-    if path.is_dir():
-        if (path / "tokenizer.json").is_file():
-            return PreTrainedTokenizerFast.from_pretrained(str(path))
-        if (path / "vocab.txt").is_file():
-            return from_vocab_file(path / "vocab.txt")
-    raise FileNotFoundError(f"{spec_str}: no tokenizer here (want 'bert-base-uncased', a folder or a vocab.txt)")
+    if path.name == "tokenizer.json" and path.parent == Path(str(spec)):  # a tokenizer folder
+        return PreTrainedTokenizerFast.from_pretrained(str(path.parent))
+    return from_vocab_file(path)

@@ -168,18 +168,11 @@ def seed_slopes(runs: Sequence[Mapping[str, Any]]) -> dict[int, float]:
     """Per pre-training seed with 2+ sizes: the least-squares slope of its mean gap (over its fine-tuning seeds) on
     the pre-training size, in gap (fraction) per article. Each seed is one independent replicate of the trend, so
     a test over these slopes does not count runs that share a scratch twin or a pre-trained model as independent."""
-    by_seed: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for r in runs:
-        by_seed[r["seed"]].append(r)
-    slopes = {}
-    for seed, rs in sorted(by_seed.items()):
-        sizes = sorted({r["articles"] for r in rs})
-        if len(sizes) < 2:
-            continue
-        gaps = [float(np.mean([r["pretrained_accuracy"] - r["scratch_accuracy"] for r in rs if r["articles"] == a]))
-                for a in sizes]
-        slopes[seed] = float(np.polyfit(sizes, gaps, 1)[0])
-    return slopes
+    points: dict[int, list[tuple[int, float]]] = defaultdict(list)  # seed -> (articles, its mean gap there)
+    for size in sorted({r["articles"] for r in runs}):
+        for seed, (_, _, gaps) in per_seed_means([r for r in runs if r["articles"] == size]).items():
+            points[seed].append((size, float(np.mean(gaps))))
+    return {seed: float(np.polyfit(*zip(*p, strict=True), 1)[0]) for seed, p in sorted(points.items()) if len(p) > 1}
 
 
 def try_fit(x: Sequence[float], y: Sequence[float], confidence: float) -> LineFit | None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tinylm.config import MODEL_PRESETS, SHIPPED_VOCABS, FinetuneConfig, PretrainConfig, config_hash
+from tinylm.config import MODEL_PRESETS, FinetuneConfig, PretrainConfig, config_hash
 from tinylm.data.errors import DataError
-from tinylm.data.paths import data_root
 from tinylm.distributed import env_world
-from tinylm.tokenizer import BERT_VOCAB
+from tinylm.tokenizer import vocabulary_file
 from tinylm.train.finetune import finetune
 from tinylm.train.pretrain import pretrain
 
@@ -64,22 +62,16 @@ def claimed(out: Path) -> Iterator[None]:
 
 
 def vocabulary_digest(spec: str, root: Any = None) -> str:
-    """sha256 of the vocabulary file a tokenizer spec names, or the spec itself where no file is known yet
-    ('train': a vocabulary trained on the config's own articles; the hub's bert-base-uncased)."""
-    path: Path | None = None
-    if spec in SHIPPED_VOCABS:
-        path = SHIPPED_VOCABS[spec]
-    elif spec == "bert-base-uncased":
-        try:
-            path = data_root(root) / BERT_VOCAB
-        except DataError:  # no data folder: the hub's copy, known by name only
-            path = None
-    elif spec != "train":
-        path = Path(os.fspath(spec))
-        path = path / "vocab.txt" if path.is_dir() else path
-    if path is None or not path.is_file():
+    """sha256 of the vocabulary file a tokenizer spec names (tokenizer.vocabulary_file), or the spec itself where no
+    file is known yet ('train': a vocabulary trained on the config's own articles; the hub's bert-base-uncased; a
+    folder an earlier step writes)."""
+    if spec == "train":
         return spec
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    try:
+        path = vocabulary_file(spec, root)
+    except (DataError, FileNotFoundError):
+        return spec
+    return spec if path is None else hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def cached_pretrain(cfg: PretrainConfig, runs: Path, root: Any = None, device: str | None = None,

@@ -70,8 +70,9 @@ def size_finding(task: str, cells: Sequence[Cell], slopes: Mapping[int, float],
 
 def overlap_finding(measure: str, fit: LineFit | None, n_points: int, confidence: float = 0.95,
                     span: float | None = None) -> tuple[str, str]:
-    """Claim 3: shows when r >= 0.5 and the CI of r lies above 0; a low or negative r does not show. `span` (points
-    of overlap between the points' extremes) below MIN_OVERLAP_SPAN caps the verdict at "not established"."""
+    """Claim 3: shows when r >= 0.5 and the CI of r lies above 0; a low or negative r does not show. Whatever r is,
+    a `span` (points of overlap between the points' extremes) below MIN_OVERLAP_SPAN gives "not established": such a
+    fit cannot test the claim."""
     if n_points < 3:
         return NA, (f"Only {n_points} (task, size) point(s) carry {measure} overlap values; at least 3 are needed "
                     "to judge a correlation.")

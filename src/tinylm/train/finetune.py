@@ -83,9 +83,7 @@ def build_classifier(cfg: FinetuneConfig, num_labels: int) -> tuple[BertForClass
         model_cfg, _ = read_model_config(tok_path)
     else:
         model_cfg = replace(resolve_model_config(cfg.model), vocab_size=len(tokenizer))
-    if cfg.dropout is not None:
-        model_cfg = replace(model_cfg, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
-    return BertForClassification(model_cfg, num_labels), tokenizer
+    return BertForClassification(model_cfg.with_dropout(cfg.dropout), num_labels), tokenizer
 
 
 def finetune_task(cfg: FinetuneConfig, root: str | os.PathLike | None = None) -> TaskData:
