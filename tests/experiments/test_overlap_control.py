@@ -84,3 +84,24 @@ def test_tiny_overlap_control_writes_records_and_report(tmp_path, data_root, mon
     assert "token overlap set by design" in report and "one slope per pre-training seed" in report
     assert "the 3 levels have the same sequences, non-padding tokens, optimizer steps" in report
     assert (out / "report.html").is_file() and (out / "gap_vs_token_overlap_controlled.png").is_file()
+
+
+def test_workers_share_the_cache_and_the_report_pass_trains_nothing(tmp_path, data_root, monkeypatch) -> None:
+    import tinylm.experiments.overlap_control as recipe
+
+    scale = replace(TINY, seeds=1, levels=(1.0, 0.4), base=replace(BASE, finetune_seeds=1))
+    monkeypatch.setitem(recipe.OVERLAP_CONTROL_SCALES, "cpu", scale)
+    out = tmp_path / "oc"
+    args = ["--data", str(data_root), "reproduce", "overlap-control", "--scale", "cpu", "--tasks", "ag_news",
+            "--pretrain-epochs", "2", "--out", str(out)]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert not (out / "results.json").exists()
+    # Worker 1 takes its own model first, then the one nobody holds: the whole plan is done by it alone.
+    runs = sorted(p.name for p in (out / "runs").iterdir() if p.name != "withhold")
+    assert sum(name.startswith("pretrain") for name in runs) == 2
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.name != "withhold") == runs
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["records"]) == 2
+    assert all(r["pretrain_config"]["epochs"] == 2 for r in results["records"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.cli import selection
+from tinylm.config import replace
 
 PAPER_EXPERIMENTS = ("gap", "size", "overlap", "all")  # one sweep, tinylm.experiments.paper
 EXPERIMENT_CHOICES = [*PAPER_EXPERIMENTS, "committee", "selection", "curve", "arms", "overlap-control", "deploy"]
@@ -31,8 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gap/size/overlap/all/overlap-control: fine-tuning seeds per pre-trained model (default: "
                         "the scale's)")
     x.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
-                   help="gap/size/overlap/all: train only share I of N of the models (run N processes, I = 0..N-1, "
-                        "on one OUT), then run once more without --shard to write the report from the cache")
+                   help="gap/size/overlap/all: train only share I of N of the models; overlap-control: be worker I "
+                        "of N, taking any model nobody trains yet (run N processes, I = 0..N-1, on one OUT), then "
+                        "run once more without --shard to write the report from the cache")
+    x.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="overlap-control: MLM epochs of every variant (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
     x.add_argument("--members", type=int, default=None, help="committee: members (default: the scale's, 32)")
     x.add_argument("--from", dest="source", default=None,
@@ -137,11 +141,18 @@ def run_overlap_control(args: argparse.Namespace, tasks: tuple[str, ...]) -> int
     from tinylm.experiments.overlap_control import OVERLAP_CONTROL_SCALES, reproduce_overlap_control
 
     scale = OVERLAP_CONTROL_SCALES[args.scale]
+    if args.pretrain_epochs:
+        base = dataclasses.replace(scale.base, pretrain=replace(scale.base.pretrain, epochs=args.pretrain_epochs))
+        scale = dataclasses.replace(scale, base=base)
     if args.finetune_seeds:
         scale = dataclasses.replace(scale, base=dataclasses.replace(scale.base, finetune_seeds=args.finetune_seeds))
     results = reproduce_overlap_control(scale, args.out, seeds=args.seeds, tasks=tasks,
                                         runs=args.runs, root=args.data, device=args.device,
-                                        levels=tuple(args.levels) if args.levels else None)
+                                        levels=tuple(args.levels) if args.levels else None, shard=args.shard)
+    if args.shard:
+        print(f"worker {args.shard[0]}/{args.shard[1]}: done with what it could take in {args.out}/runs; "
+              "run again without --shard for the report")
+        return 0
     print(report_line(results, args.out))
     return 0
 

@@ -45,11 +45,11 @@ from tinylm.experiments.pairs import (
     sweep_seeds,
 )
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_pretrain
+from tinylm.experiments.run_cache import cached_pretrain, claimed_if_free, run_dir
 from tinylm.experiments.scales import SCALES, TASK_ORDER, Scale
 from tinylm.io import write_json
 from tinylm.reports.overlap_control import render_overlap_control_report
-from tinylm.train.pretrain import pretraining_texts, pretraining_tokenizer
+from tinylm.train.pretrain import pretrain, pretraining_texts, pretraining_tokenizer
 from tinylm.validation import TEXT, Allowed, each, instance_of, integer, number, validate
 
 LEVELS = (1.0, 0.9, 0.75, 0.5)
@@ -134,10 +134,14 @@ def prepare_variants(scale: OverlapControlScale, task_data: dict[str, TaskData],
 def reproduce_overlap_control(scale: OverlapControlScale, out: str | os.PathLike, *, seeds: int | None = None,
                               tasks: tuple[str, ...] = TASK_ORDER, runs: str | os.PathLike | None = None,
                               root: str | os.PathLike | None = None, device: str | None = None,
-                              levels: tuple[float, ...] | None = None) -> dict[str, Any]:
+                              levels: tuple[float, ...] | None = None,
+                              shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Pre-train every (task, level, seed) variant, fine-tune each next to its scratch twins (all cached under
     `runs`, default OUT/runs: pass the paper sweep's OUT/runs to re-use its level-100 % runs), then write
-    results.json, report.md/html and the plot into `out`."""
+    results.json, report.md/html and the plot into `out`.
+
+    shard=(i, n) makes this process one of n workers sharing the cache (work_through) and writes no report; a
+    call without shard then reports from the cache."""
     out, started = Path(out), time.perf_counter()
     runs_dir = Path(runs) if runs else out / "runs"
     scale = dataclasses.replace(scale, levels=tuple(levels or scale.levels), seeds=seeds or scale.seeds)
@@ -146,16 +150,14 @@ def reproduce_overlap_control(scale: OverlapControlScale, out: str | os.PathLike
     variants = prepare_variants(scale, task_data, runs_dir, root)
     records, pretraining = [], []
     plan = [(seed, task, level) for seed in sweep_seeds(scale.seeds) for task in tasks for level in scale.levels]
+    if shard is not None:
+        work_through(plan, shard, scale, variants, task_data, runs_dir, root, device)
+        return {"shard": list(shard), "models": len(plan)}
     for seed, task, level in tqdm(plan, desc=f"reproduce overlap-control ({scale.name})", unit="model",
                                   disable=not is_main_process()):
         variant = variants[(task, level)]
-        pre_cfg = replace(base.pretrain, articles=scale.articles, seed=seed)
-        if variant["path"] is None:
-            pre_dir = cached_pretrain(pre_cfg, runs_dir, root, device)
-        else:
-            pre_cfg = replace(pre_cfg, withhold=str(variant["path"].resolve()))
-            pre_dir = cached_pretrain(pre_cfg, runs_dir, root, device,
-                                      kind=f"pretrain-withhold-{task}-{level_tag(level)}")
+        pre_cfg, kind = variant_pretrain(scale, variant, seed)
+        pre_dir = cached_pretrain(pre_cfg, runs_dir, root, device, kind=kind)
         summary, quality = pretrain_summary(pre_dir), pretrain_quality(pre_dir)
         pretraining.append({"task": task, "level": level, "seed": seed, "run": pre_dir.name,
                             "steps": summary["steps"], "tokens": summary["tokens"], "seconds": summary["seconds"],
@@ -180,3 +182,33 @@ def reproduce_overlap_control(scale: OverlapControlScale, out: str | os.PathLike
         {"records": records}, started=started)
     write_results(out, results, lambda: render_overlap_control_report(results, out))
     return results
+
+
+def variant_pretrain(scale: OverlapControlScale, variant: dict[str, Any], seed: int) -> tuple[Any, str]:
+    """The pre-training config of one (task, level) variant and seed, and its run kind in the cache."""
+    cfg = replace(scale.base.pretrain, articles=scale.articles, seed=seed)
+    if variant["path"] is None:
+        return cfg, "pretrain"
+    return (replace(cfg, withhold=str(variant["path"].resolve())),
+            f"pretrain-withhold-{variant['task']}-{level_tag(variant['level'])}")
+
+
+def work_through(plan: list[tuple[int, str, float]], shard: tuple[int, int], scale: OverlapControlScale,
+                 variants: dict[tuple[str, float], dict[str, Any]], task_data: dict[str, TaskData], runs: Path,
+                 root: str | os.PathLike | None, device: str | None) -> None:
+    """One of n workers: its own share of the plan first (every n-th model from i), then the others', skipping
+    any pre-training another worker holds; each pre-trained model's fine-tunings follow it in the same worker.
+    Workers balance themselves, since one that finishes early takes the models nobody has started."""
+    i, n = shard
+    order = plan[i::n] + [item for j, item in enumerate(plan) if j % n != i]
+    for seed, task, level in order:
+        pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
+        pre_dir = run_dir(runs, kind, pre_cfg, root)
+        if not (pre_dir / "summary.json").is_file():
+            with claimed_if_free(pre_dir) as mine:
+                if not mine:
+                    continue  # another worker trains it, and fine-tunes it afterwards
+                if not (pre_dir / "summary.json").is_file():
+                    pretrain(pre_cfg, pre_dir, root=root, device=device)
+        for ft_seed in finetune_seeds(seed, scale.base.finetune_seeds):
+            finetune_pair(scale.base, task, ft_seed, pre_dir, runs, root, device, task_data[task])

@@ -61,6 +61,26 @@ def claimed(out: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@contextmanager
+def claimed_if_free(out: Path) -> Iterator[bool]:
+    """Like claimed, but never waits: yields False (holding nothing) when another process holds RUN/.lock, so a
+    worker of a shared sweep moves on to a run nobody trains yet."""
+    if env_world().distributed:
+        yield True
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def vocabulary_digest(spec: str, root: Any = None) -> str:
     """sha256 of the vocabulary file a tokenizer spec names (tokenizer.vocabulary_file), or the spec itself where no
     file is known yet ('train': a vocabulary trained on the config's own articles; the hub's bert-base-uncased; a
