@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tinylm.config import ModelConfig
+from tinylm.config import SHIPPED_MODELS, ModelConfig
 from tinylm.io import atomic_dir, write_json
 from tinylm.model import BertForClassification, BertForMLM
 
 CONV_MODEL_TYPE = "tinylm_conv_bert"
+SHIPPED = "shipped"  # the name of the default shipped model (the first of config.SHIPPED_MODELS)
 
 # (our name, Hugging Face name) for the encoder; {i} is the layer index.
 _ENCODER_NAMES = [
@@ -149,8 +150,33 @@ def write_model_folder(
     return Path(path)
 
 
+def shipped_name(name: str | os.PathLike) -> str | None:
+    """The shipped model a name means ('shipped': the default one), or None when it names none."""
+    name = str(name)
+    if name == SHIPPED:
+        return next(iter(SHIPPED_MODELS))
+    return name if name in SHIPPED_MODELS else None
+
+
+def shipped_model(name: str | os.PathLike) -> Path | None:
+    """The installed folder of the shipped model `name` means (shipped_name), or None when it names none: the one
+    resolver of model names, which every flag that takes a model folder goes through (model_folder,
+    resolve_model_dir, tokenizer.load_tokenizer). A shipped model that is not installed is a one-line error."""
+    key = shipped_name(name)
+    if key is None:
+        return None
+    folder = SHIPPED_MODELS[key]
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped model {key} is not installed ({folder} has no config.json): "
+                                "reinstall tinylm, or give a model folder")
+    return folder
+
+
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local folder, or a Hugging Face hub repo id downloaded to the local cache."""
+    """A shipped model's name (shipped_model), a local folder, or a Hugging Face hub repo id downloaded to the local
+    cache."""
+    if (shipped := shipped_model(name_or_path)) is not None:
+        return shipped
     path = Path(name_or_path)
     if path.is_dir():
         return path
@@ -212,7 +238,10 @@ def label_names_of(path: str | os.PathLike) -> list[str]:
 
 
 def model_folder(path: str | os.PathLike) -> Path:
-    """A run folder's model/ subfolder, or the folder itself when it is a model folder."""
+    """A shipped model's folder (by name, shipped_model), a run folder's model/ subfolder, or the folder itself when
+    it is a model folder."""
+    if (shipped := shipped_model(path)) is not None:
+        return shipped
     path = Path(path)
     if (path / "model" / "config.json").is_file():
         return path / "model"

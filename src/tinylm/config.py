@@ -133,7 +133,10 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 # A 4,096-token WordPiece vocabulary trained on 12,000 Wikipedia openings, shipped with the package: the demo
 # and the CPU-scale experiments share it, so every run and its scratch twin tokenise the same way.
 SHIPPED_VOCABS = {"tinylm-wiki-4k": Path(__file__).parent / "demo_data" / "vocab.txt"}
-TOKENIZER_NAMES = ("bert-base-uncased", *SHIPPED_VOCABS)
+# Pre-trained models shipped with the package (docs/pretrained_model.md), by name; `shipped` names the first.
+# checkpoint.shipped_model resolves a name; a model name is a tokenizer name too (the folder's tokenizer).
+SHIPPED_MODELS = {"tinylm-mini": Path(__file__).parent / "pretrained" / "tinylm-mini"}
+TOKENIZER_NAMES = ("bert-base-uncased", *SHIPPED_VOCABS, *SHIPPED_MODELS)
 MIN_TOKENS = 3  # a sequence of [CLS], one token and [SEP]
 MAX_SEED = 2**63 - 1  # torch.manual_seed's and runtime.step_seed's range
 
@@ -230,6 +233,7 @@ class PretrainConfig(TrainArgs):
     # A JSON file of token ids kept out of pre-training (data.withhold: replaced by [UNK], never MLM targets);
     # None = none withheld (tinylm.experiments.overlap_control writes these files)
     withhold: str | None = None
+    init: str | None = None  # continue pre-training this model folder (its weights, shape and tokenizer)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -247,13 +251,14 @@ class PretrainConfig(TrainArgs):
             "snapshots": integer(0),
             "withhold": optional(Allowed(lambda v: isinstance(v, str) and v != "", "a JSON file of token ids"),
                                  "none withheld"),
+            "init": optional(Allowed(lambda v: isinstance(v, str) and v != "", "a model folder"), "new weights"),
         }
 
     def to_dict(self) -> dict[str, Any]:
         d = self.flat_dict()
         if not self.snapshots:  # runs from before snapshots existed keep their config hash
             del d["snapshots"]
-        return _drop_defaults(self, d, ("corpus", "text_field", "withhold"))
+        return _drop_defaults(self, d, ("corpus", "text_field", "withhold", "init"))
 
 
 @dataclass

@@ -201,14 +201,23 @@ def work_through(plan: list[tuple[int, str, float]], shard: tuple[int, int], sca
     Workers balance themselves, since one that finishes early takes the models nobody has started."""
     i, n = shard
     order = plan[i::n] + [item for j, item in enumerate(plan) if j % n != i]
+    left = []
     for seed, task, level in order:
         pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
         pre_dir = run_dir(runs, kind, pre_cfg, root)
         if not (pre_dir / "summary.json").is_file():
             with claimed_if_free(pre_dir) as mine:
-                if not mine:
-                    continue  # another worker trains it, and fine-tunes it afterwards
+                if not mine:  # another worker trains it: its fine-tunings wait for the second pass
+                    left.append((seed, task, level))
+                    continue
                 if not (pre_dir / "summary.json").is_file():
                     pretrain(pre_cfg, pre_dir, root=root, device=device)
+        for ft_seed in finetune_seeds(seed, scale.base.finetune_seeds):
+            finetune_pair(scale.base, task, ft_seed, pre_dir, runs, root, device, task_data[task])
+    # The second pass waits for those models (a task shares its level-100 % model with the others), then helps
+    # fine-tune them; the run cache's locks keep two workers off the same fine-tuning.
+    for seed, task, level in left:
+        pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
+        pre_dir = cached_pretrain(pre_cfg, runs, root, device, kind=kind)
         for ft_seed in finetune_seeds(seed, scale.base.finetune_seeds):
             finetune_pair(scale.base, task, ft_seed, pre_dir, runs, root, device, task_data[task])

@@ -130,6 +130,8 @@ def pretrain_committee(
     Under torchrun the members are split over the ranks (see the module docstring); every rank returns the
     whole committee's summary once out/model is written."""
     _check_members(members)
+    if cfg.init:
+        raise ValueError("PretrainConfig.init: a committee pre-trains new members; continue one model with pretrain")
     dev, world = start(cfg, device)
     out = Path(out)
     # One vocabulary and one token cache for every member.

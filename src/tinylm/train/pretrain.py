@@ -1,4 +1,7 @@
-"""MLM pre-training: Wikipedia openings -> token ids (cached) -> masked batches -> the shared training loop."""
+"""MLM pre-training: Wikipedia openings -> token ids (cached) -> masked batches -> the shared training loop.
+
+New weights, or (PretrainConfig.init) the weights, architecture and tokenizer of a model folder, whose
+pre-training continues on the run's texts: the shipped model's on a user's domain corpus, for instance."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import save_model
-from tinylm.config import PretrainConfig, replace, resolve_model_config
+from tinylm.checkpoint import load_model, model_folder, read_model_config, save_model
+from tinylm.config import MODEL_PRESETS, ModelConfig, PretrainConfig, replace, resolve_model_config
 from tinylm.data import load_articles
 from tinylm.data.corpus import load_corpus
 from tinylm.data.encoding import encode_cached
@@ -30,6 +33,9 @@ from tinylm.train.mlm_quality import quality_or_reason
 from tinylm.train.run import finish, loop_meta, start, write_config
 
 SNAPSHOTS = "snapshots"
+# The fields that make two architectures the same shape (vocabulary size and dropout aside).
+SHAPE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
+         "type_vocab_size", "conv_kernels", "conv_channels")
 
 
 def mask_tokens(
@@ -102,6 +108,8 @@ def build_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, 
 def pretraining_tokenizer(cfg: PretrainConfig, texts: Sequence[str], vocab_size: int, root: Any):
     """The tokenizer cfg names: a WordPiece trained on the texts (cached by content, so `tinylm overlap` measures
     with the very vocabulary a pre-training on the same texts trains), or a named or saved one."""
+    if cfg.init:
+        return load_tokenizer(model_folder(cfg.init))
     if cfg.tokenizer == "train":
         return train_wordpiece(texts, vocab_size=vocab_size, max_length=cfg.seq_len)
     return load_tokenizer(cfg.tokenizer, root)
@@ -123,7 +131,7 @@ def prepare_pretraining(
     # Read and check all input before anything is written, so bad data leaves no partial run behind (the config
     # itself was checked by run.start).
     texts = pretraining_texts(cfg, root)
-    base = resolve_model_config(cfg.model)
+    base = init_architecture(cfg) if cfg.init else resolve_model_config(cfg.model)
     write_config(world, out, "pretrain_config.json", config_record)
     with main_first(world):  # rank 0 trains and saves the vocabulary and fills the token cache; the rest read them
         tokenizer = build_tokenizer(cfg, texts, base.vocab_size, out, root)
@@ -132,6 +140,25 @@ def prepare_pretraining(
         ids, _ = withhold_tokens(ids, read_withheld(cfg.withhold), tokenizer.unk_token_id)
     model_cfg = replace(base, vocab_size=len(tokenizer))  # (PretrainConfig checked seq_len against its positions)
     return texts, tokenizer, ids, model_cfg
+
+
+def preset_of_shape(model_cfg: ModelConfig) -> str | None:
+    """The first model preset of the same shape (SHAPE) as `model_cfg`, or None."""
+    return next((name for name, preset in MODEL_PRESETS.items()
+                 if all(getattr(preset, f) == getattr(model_cfg, f) for f in SHAPE)), None)
+
+
+def init_architecture(cfg: PretrainConfig) -> ModelConfig:
+    """The architecture of the model folder cfg.init, which cfg.model must match in shape (SHAPE)."""
+    assert cfg.init
+    folder_cfg, _ = read_model_config(model_folder(cfg.init))
+    preset = resolve_model_config(cfg.model)
+    differ = [f"{f} {getattr(preset, f)} vs {getattr(folder_cfg, f)}" for f in SHAPE
+              if getattr(preset, f) != getattr(folder_cfg, f)]
+    if differ:
+        raise ValueError(f"PretrainConfig.model: {cfg.model} is not the shape of {cfg.init} ({', '.join(differ)}); "
+                         f"use the model preset {preset_of_shape(folder_cfg) or 'of its shape'}")
+    return folder_cfg
 
 
 def pretrain(
@@ -152,7 +179,8 @@ def pretrain(
     articles, tokenizer, ids, model_cfg = prepare_pretraining(cfg, out, root, world, cfg.to_dict())
 
     seed_everything(cfg.seed)
-    model = BertForMLM(model_cfg)
+    model = load_model(model_folder(cfg.init), head="mlm") if cfg.init else BertForMLM(model_cfg)
+    assert isinstance(model, BertForMLM)
     loop = LoopConfig.of(cfg, f"pretrain {cfg.model}")
     meta = loop_meta("pretrain", cfg)
     if cfg.corpus:  # the user's corpus may change under the same name: resume only on the same documents
@@ -181,6 +209,7 @@ def pretrain(
         "vocab_size": len(tokenizer),
         "device": str(dev),
         "processes": world.size,
+        **({"init": cfg.init} if cfg.init else {}),
     }
     if state.epoch >= cfg.epochs and world.is_main:
         summary["quality"] = _quality(model, tokenizer, ids, cfg, root)
