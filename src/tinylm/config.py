@@ -292,6 +292,7 @@ class FinetuneConfig(TrainArgs):
     dataset: str | None = None  # a hub dataset NAME[:CONFIG]
     train_split: str | None = None
     test_split: str | None = None
+    no_header: bool = False  # CSV/TSV files without a header row (columns named by 0-based numbers)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -317,7 +318,7 @@ class FinetuneConfig(TrainArgs):
 
 
 USER_DATA_FIELDS = ("train_file", "test_file", "test_fraction", "validation_fraction", "text_column", "label_column",
-                    "dataset", "train_split", "test_split")
+                    "dataset", "train_split", "test_split", "no_header")
 
 
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {

@@ -1,5 +1,9 @@
 """Files written whole or not at all: `write_json` (a temporary file, then a rename) and `atomic_dir` (a folder
-written under a temporary name, then moved into place), which model folders, run folders and results share."""
+written under a temporary name, then moved into place), which model folders, run folders and results share.
+
+What they write gets the user's umask, as a plain mkdir or open would give: tempfile's folder is 0700, and
+safetensors writes its files 0600, which would keep a model from a service account that may read the user's
+files."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        with_umask(tmp)
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -32,6 +37,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def with_umask(folder: Path) -> None:
+    """A folder and everything in it readable as the umask allows: folders 0777 and files 0666 less the umask (a
+    file's execute bits kept)."""
+    mask = umask()
+    for item in [folder, *folder.rglob("*")]:
+        if item.is_symlink():
+            continue
+        mode = 0o777 if item.is_dir() else 0o666 | (item.stat().st_mode & 0o111)
+        os.chmod(item, mode & ~mask)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temporary file + rename), so readers never see half a file."""
     path = Path(path)
@@ -41,4 +64,4 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["atomic_dir", "write_json"]
+__all__ = ["atomic_dir", "umask", "with_umask", "write_json"]

@@ -15,7 +15,7 @@ import tokenizers
 from tokenizers import BertWordPieceTokenizer
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.config import SHIPPED_VOCABS  # defined with the configs, which check tokenizer names
+from tinylm.config import SHIPPED_MODELS, SHIPPED_VOCABS  # defined with the configs, which check tokenizer names
 from tinylm.data.paths import cache_dir, data_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -71,11 +71,22 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int = 128
     return from_vocab_file(cached, max_length)
 
 
+def shipped_folder(spec: str | os.PathLike) -> str | os.PathLike:
+    """A shipped model's name (config.SHIPPED_MODELS) as its installed folder (checkpoint.shipped_model); any other
+    spec as it is."""
+    if str(spec) not in SHIPPED_MODELS:
+        return spec
+    from tinylm.checkpoint import shipped_model  # checkpoint loads torch; most specs never need it
+
+    return shipped_model(spec) or spec
+
+
 def vocabulary_file(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> Path | None:
     """The file a tokenizer spec's vocabulary is read from: the shipped vocab.txt, the data folder's bert-base-uncased
-    vocabulary, a vocab.txt given as a file, or a folder's tokenizer.json (else its vocab.txt); None for
-    bert-base-uncased when the data folder lacks it (the hub's copy). FileNotFoundError where the spec names none."""
-    spec_str = str(spec)
+    vocabulary, a vocab.txt given as a file, or a folder's (or a shipped model's) tokenizer.json (else its vocab.txt);
+    None for bert-base-uncased when the data folder lacks it (the hub's copy). FileNotFoundError where the spec
+    names none."""
+    spec_str = str(shipped_folder(spec))
     if spec_str in SHIPPED_VOCABS:
         return SHIPPED_VOCABS[spec_str]
     if spec_str == "bert-base-uncased":
@@ -92,7 +103,9 @@ def vocabulary_file(spec: str | os.PathLike, root: str | os.PathLike | None = No
 
 
 def load_tokenizer(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
-    """'bert-base-uncased' (the shared vocabulary, else the hub), 'tinylm-wiki-4k', a folder, or a vocab.txt."""
+    """'bert-base-uncased' (the shared vocabulary, else the hub), 'tinylm-wiki-4k', a shipped model's name
+    ('tinylm-mini'), a folder, or a vocab.txt."""
+    spec = shipped_folder(spec)
     path = vocabulary_file(spec, root)
     if path is None:
         from transformers import AutoTokenizer  # online users: the hub's copy

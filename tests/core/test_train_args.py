@@ -41,7 +41,7 @@ ORDER = {
     FinetuneConfig: ["task", "init", "model", "tokenizer", "train_per_label", "test_per_label", "fewrel_markers",
                      "max_length", "dropout", *LOOP, "data_source", "compile", "train_file", "test_file",
                      "test_fraction", "validation_fraction", "text_column", "label_column", "dataset", "train_split",
-                     "test_split"],
+                     "test_split", "no_header"],
     DistillConfig: ["teacher", "init", "pretrained", "member", "model", "temperature", "alpha", "unlabeled",
                     "unlabeled_texts", "task", "train_per_label", "test_per_label", "max_length", *LOOP, "compile"],
 }

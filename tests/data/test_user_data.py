@@ -7,9 +7,11 @@ shipped example CSV.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import gzip
 import json
+import lzma
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from tinylm.config import (
 )
 from tinylm.data import DataError, load_task
 from tinylm.data.corpus import count_documents, load_corpus, read_corpus
-from tinylm.data.user_files import LabelledSource, load_labelled, load_task_data
+from tinylm.data.user_files import LabelledSource, load_labelled, load_task_data, read_labelled
 
 EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "ag_news_sample.csv"
 OWN = ["--text-column", "content", "--label-column", "label"]
@@ -84,31 +86,36 @@ def test_labelled_source_mirrors_the_finetune_config_fields() -> None:
 def test_every_format_reads_the_same_task(tmp_path: Path) -> None:
     import pandas as pd
 
-    csv_path = write(tmp_path / "d.csv", csv_rows(*GOOD_ROWS))
+    rows = [*GOOD_ROWS, *(row.replace("number", "no.") for row in GOOD_ROWS)]  # 6 a label: 2 test, 4 training
+    csv_path = write(tmp_path / "d.csv", csv_rows(*rows))
     frame = pd.read_csv(csv_path, dtype={"label": int, "content": str})
     write(tmp_path / "d.tsv", frame.to_csv(sep="\t", index=False))
     frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "d.parquet")
     with gzip.open(tmp_path / "d.csv.gz", "wt", encoding="utf-8") as f:
         f.write(csv_path.read_text())
-    tasks = [load_labelled(source(tmp_path / name, test_fraction=0.34))
-             for name in ("d.csv", "d.tsv", "d.jsonl", "d.parquet", "d.csv.gz")]
+    with bz2.open(tmp_path / "d.csv.bz2", "wt", encoding="utf-8") as f:
+        f.write(csv_path.read_text())
+    with lzma.open(tmp_path / "d.jsonl.xz", "wt", encoding="utf-8") as f:
+        f.write((tmp_path / "d.jsonl").read_text())
+    tasks = [load_task_data(source(tmp_path / name, test_fraction=0.34), "")
+             for name in ("d.csv", "d.tsv", "d.jsonl", "d.parquet", "d.csv.gz", "d.csv.bz2", "d.jsonl.xz")]
     assert tasks[0].label_names == ["2", "3", "10"]  # integers in numeric order, kept as written
     for task in tasks[1:]:
         assert (task.label_names, task.train, task.test) == (tasks[0].label_names, tasks[0].train, tasks[0].test)
-    assert len(tasks[0].test) == 3 and {e.label for e in tasks[0].test} == {0, 1, 2}  # one of each label
+    assert len(tasks[0].test) == 6 and {e.label for e in tasks[0].test} == {0, 1, 2}  # two of each label
     assert not {e.text for e in tasks[0].train} & {e.text for e in tasks[0].test}
 
 
 def test_labels_are_kept_as_given_and_ordered(tmp_path: Path) -> None:
     strings = write(tmp_path / "s.jsonl", "".join(json.dumps({"label": name, "text": f"t {i}"}) + "\n"
                                                   for i, name in enumerate(["World", "sci/tech", "Sports"] * 2)))
-    task = load_labelled(LabelledSource(train_file=str(strings), test_fraction=0.5))
-    assert task.label_names == ["Sports", "World", "sci/tech"]
+    assert read_labelled(LabelledSource(train_file=str(strings)), "train").label_names() == \
+        ["Sports", "World", "sci/tech"]
     # NA, null and quoted text stay text in a CSV, never a missing value
-    quoted = load_labelled(source(write(tmp_path / "q.csv", csv_rows('a,"NA"', "b,null", 'a," x, y "', "b,z")),
-                                  test_fraction=0.5))
-    assert {e.text for e in quoted.train + quoted.test} == {"NA", "null", "x, y", "z"}
+    quoted = read_labelled(source(write(tmp_path / "q.csv", csv_rows('a,"NA"', "b,null", 'a," x, y "', "b,z"))),
+                           "train")
+    assert {text for text, _ in quoted.rows} == {"NA", "null", "x, y", "z"}
 
 
 def test_sampling_counts_split_and_validation(tmp_path: Path) -> None:

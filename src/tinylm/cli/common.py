@@ -43,16 +43,17 @@ def flag_type(hint: Any) -> tuple[Any, list[Any] | None]:
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, only: Sequence[str] | None = None,
                      exclude: Sequence[str] = (), helps: dict[str, str] | None = None) -> None:
-    """One `--field` flag per dataclass field (or per field in `only`, less `exclude`), typed from its annotation;
-    default None = keep the preset's. `helps` gives some fields a help text of their own."""
+    """One `--field` flag per dataclass field (or per field in `only`, less `exclude`), typed from its annotation
+    (a bool's flag alone means true); default None = keep the preset's. `helps` gives some fields a help text."""
     hints = typing.get_type_hints(cls)
     for f in reading_order(cls):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
         kind, choices = flag_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
+        switch = {"nargs": "?", "const": True} if kind is parse_bool else {}  # `--no-header` = `--no-header true`
         parser.add_argument(flag, dest=f.name, type=kind, choices=choices, default=None,
-                            help=(helps or {}).get(f.name, "(preset: see `tinylm presets`)"))
+                            help=(helps or {}).get(f.name, "(preset: see `tinylm presets`)"), **switch)
 
 
 def config_from_args(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 from tinylm.data.errors import DataError
 from tinylm.data.hub import hub_where, parse_hub_name, stream_hub_records
 from tinylm.data.paths import iter_lines, read_text
-from tinylm.data.user_files import open_table, table_columns, table_format
+from tinylm.data.tables import open_table, table_columns, table_format
 
 HUB_PREFIX = "hub:"
 CORPUS_HELP = {

@@ -23,6 +23,7 @@ class TaskData:
     train: list[Example]
     test: list[Example]
     validation: list[Example] = field(default_factory=list)
+    duplicates: int = 0  # rows of the user's files dropped as repeats (data.user_files.load_labelled)
 
     @property
     def num_labels(self) -> int:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import bz2
 import gzip
+import lzma
 import os
+import shutil
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -39,9 +44,27 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+CACHE_VAR = "TINYLM_CACHE"
+CACHE_OFF = ("off", "none", "no", "0", "false")  # TINYLM_CACHE=off: nothing is kept between commands
+_scratch: list[Path] = []  # the one temporary cache folder of this process, when caching is off
+
+
 def cache_dir() -> Path:
-    """Where derived artefacts (token ids, trained vocabularies) are cached: $TINYLM_CACHE or ~/.cache/tinylm."""
-    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm"))
+    """Where derived artefacts (token ids, trained vocabularies, the Arrow copies `datasets` makes of the user's
+    files) are cached: $TINYLM_CACHE or ~/.cache/tinylm. With TINYLM_CACHE=off, a temporary folder of this process,
+    removed when it exits, so that nothing of the user's data is kept."""
+    value = os.environ.get(CACHE_VAR, "").strip()
+    if value.lower() in CACHE_OFF:
+        if not _scratch:
+            _scratch.append(Path(tempfile.mkdtemp(prefix="tinylm-cache-")))
+            atexit.register(shutil.rmtree, _scratch[0], True)
+        return _scratch[0]
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "tinylm"
+
+
+def cache_is_off() -> bool:
+    """True when TINYLM_CACHE=off: readers keep what they read in memory, not in the (temporary) cache."""
+    return os.environ.get(CACHE_VAR, "").strip().lower() in CACHE_OFF
 
 
 def _existing(path: Path, message: str) -> Path:
@@ -51,12 +74,30 @@ def _existing(path: Path, message: str) -> Path:
     return path
 
 
+# Compressed files are read by their name's last suffix, with the standard library; every reader of the user's
+# files (corpora, labelled tables, the data folder) opens them here. Other compressions are refused by name.
+OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+COMPRESSIONS = tuple(OPENERS)
+UNREAD_COMPRESSIONS = {".zst": "zstd", ".zstd": "zstd", ".zip": "zip", ".7z": "7-Zip", ".lz4": "LZ4", ".br": "Brotli"}
+
+
+def unread_compression(path: Path) -> str | None:
+    """Why a file with a compression suffix tinylm does not read is refused (one line), or None."""
+    kind = UNREAD_COMPRESSIONS.get(path.suffix.lower())
+    if kind is None:
+        return None
+    return (f"{kind}-compressed ({path.suffix}) files are not read; decompress it, or compress it with one of "
+            f"{', '.join(COMPRESSIONS)}")
+
+
 def open_binary(path: Path) -> IO[bytes]:
-    """Open a file for reading bytes (decompressing when it ends in .gz); a missing file is a DataError."""
+    """Open a file for reading bytes, decompressing by its suffix (.gz, .bz2, .xz); a missing file, or one
+    compressed in a way tinylm does not read (.zst, .zip, ...), is a DataError."""
+    if (why := unread_compression(path)) is not None:
+        raise DataError(path, why)
     try:
-        if path.suffix == ".gz":
-            return gzip.open(path, "rb")
-        return open(path, "rb")  # the caller closes it
+        opener = OPENERS.get(path.suffix.lower())
+        return opener(path, "rb") if opener else open(path, "rb")  # the caller closes it
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
@@ -69,7 +110,8 @@ def iter_lines(path: Path) -> Iterator[str]:
     """The file's lines, endings kept (csv needs them inside quoted fields), decoded as UTF-8 one line at a time.
 
     Decoding per line lets a bad byte be reported at its exact line; any read, decode or gzip failure is a
-    DataError naming the line reached. A leading byte-order mark is dropped.
+    DataError naming the line reached (of a compressed file: its decompressed lines). A leading byte-order mark
+    is dropped.
     """
     line_no = 0
     with open_binary(path) as f:
@@ -79,7 +121,7 @@ def iter_lines(path: Path) -> Iterator[str]:
                 yield text.removeprefix("\ufeff") if line_no == 1 else text
         except UnicodeDecodeError as err:
             raise DataError(path, f"not valid UTF-8 text ({err.reason} at byte {err.start})", line_no) from None
-        except (OSError, EOFError, zlib.error) as err:  # gzip: bad header, truncated or corrupt stream
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as err:  # a bad header, truncated or corrupt stream
             raise DataError(path, f"cannot read: {err}", line_no + 1) from None
 
 

@@ -11,19 +11,20 @@ included). The rules:
   that mixes labels like `1` and `sports` (or, in JSON lines, 1 and "sports") is refused as mixed label types.
 - The labels are the training data's; a label seen only in the test data is refused, and so is training data
   with a single label.
+- Exact duplicate rows are dropped before the test and validation splits, and so are training rows whose text is
+  a test text; TaskData.duplicates counts them. A split must leave every label MIN_HELD_PER_LABEL test and
+  validation rows and MIN_TRAIN_PER_LABEL training rows (the user's data always needs those training rows).
 - The built-in tasks are presets of this path (`load_task_data`): they read their own fixed layouts, then share
   the sampling (data.tasks.sample_task) and the validation split with the user's data.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,14 @@ from typing import Any
 from tinylm.data.errors import DataError
 from tinylm.data.examples import Example, TaskData
 from tinylm.data.hub import hub_where, load_hub_split, parse_hub_name
-from tinylm.data.paths import cache_dir, iter_lines
 from tinylm.data.sampling import stratified_split
+from tinylm.data.tables import open_table, table_columns, table_format
 from tinylm.data.tasks import clean_text, load_task, sample_task
 
-# File name endings -> the `datasets` reader; any of them may also end in a compression suffix.
-TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json",
-                 ".parquet": "parquet"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 _INTEGER = re.compile(r"[+-]?\d+")
 SOURCE_HELP = {
-    "train_file": "your labelled training data: .csv, .tsv, .jsonl or .parquet with a header (instead of --task)",
+    "train_file": "your labelled training data: .csv, .tsv, .jsonl or .parquet (also .gz, .bz2 or .xz), a CSV/TSV "
+                  "with a header row unless --no-header (instead of --task)",
     "test_file": "your labelled test data, same columns (or carve it out with --test-fraction)",
     "test_fraction": "hold out this stratified fraction of the training data as the test set",
     "validation_fraction": "hold out this stratified fraction of the training examples for validation",
@@ -50,7 +48,11 @@ SOURCE_HELP = {
     "dataset": "a Hugging Face hub dataset NAME[:CONFIG] (instead of --train-file; needs internet)",
     "train_split": "the hub dataset's training split (default: train)",
     "test_split": "the hub dataset's test split (default: test, unless --test-fraction)",
+    "no_header": "the CSV/TSV files have no header row: give --text-column and --label-column as 0-based column "
+                 "numbers",
 }
+MIN_HELD_PER_LABEL = 2  # test and validation rows of each label that --test-fraction/--validation-fraction leave
+MIN_TRAIN_PER_LABEL = 4  # training rows of each label that the user's data (and a validation split) leave
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class LabelledSource:
     dataset: str | None = None
     train_split: str | None = None
     test_split: str | None = None
+    no_header: bool = False  # CSV/TSV files without a header row; the columns are then 0-based numbers
 
     def __post_init__(self) -> None:
         for name in ("test_fraction", "validation_fraction"):
@@ -81,6 +84,10 @@ class LabelledSource:
             raise ValueError("give --test-file (or --test-split) or --test-fraction, not both")
         if (self.train_split or self.test_split) and not self.dataset:
             raise ValueError("--train-split and --test-split name the splits of a --dataset")
+        if self.no_header and (self.dataset or not (self.text_column.isdigit() and self.label_column.isdigit())):
+            raise ValueError("--no-header is for CSV/TSV files, whose columns it names by number: give "
+                             "--text-column and --label-column as 0-based column numbers (e.g. --label-column 0 "
+                             "--text-column 1)")
 
     @classmethod
     def of(cls, obj: Any) -> LabelledSource:
@@ -92,6 +99,11 @@ class LabelledSource:
     def given(self) -> bool:
         """True when this names data (else the built-in task is read)."""
         return bool(self.train_file or self.test_file or self.dataset)
+
+    @property
+    def origin(self) -> str:
+        """Where the data comes from, as a run records it: the training (else test) file as given, or hub:NAME."""
+        return f"hub:{self.dataset}" if self.dataset else str(self.train_file or self.test_file or "")
 
     @property
     def name(self) -> str:
@@ -111,93 +123,6 @@ class LabelledSource:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-# ---------------------------------------------------------------- reading tables
-
-
-def table_format(path: Path) -> str | None:
-    """csv, tsv, json or parquet from the name (a compression suffix aside); None for any other file."""
-    name = path.name.lower()
-    for suffix in COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    return TABLE_FORMATS.get(Path(name).suffix)
-
-
-@contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No progress bars or log lines from `datasets` while a file is read: a bad file's error stays one line."""
-    import datasets
-
-    bars_off, level = datasets.are_progress_bars_disabled(), datasets.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(level)
-        if not bars_off:
-            datasets.enable_progress_bars()
-
-
-def open_table(path: str | os.PathLike[str]) -> Any:
-    """A CSV, TSV, JSON (lines) or Parquet file as a `datasets.Dataset`; CSV/TSV cells stay text, as written.
-
-    `datasets` keeps its Arrow copy of the file under $TINYLM_CACHE/datasets (rebuilt when the file changes).
-    """
-    path = Path(path)
-    kind = table_format(path)
-    if kind is None:
-        raise DataError(path, f"unknown file type; use one of {', '.join(TABLE_FORMATS)} (optionally compressed)")
-    if not path.is_file():
-        raise DataError(path, "is a folder, not a file" if path.is_dir() else "file not found")
-    from datasets import Features, Value, load_dataset  # slow to import; only users of their own files pay
-
-    options: dict[str, Any] = {}
-    if kind in ("csv", "tsv"):
-        sep = "\t" if kind == "tsv" else ","
-        # Every column as text, and no "NA"/"null" turned into a missing value: labels and texts stay as written.
-        features = Features({name: Value("string") for name in _csv_header(path, sep)})
-        options = {"sep": sep, "features": features, "na_filter": False}
-    try:
-        with _quiet_datasets():
-            return load_dataset("csv" if kind == "tsv" else kind, data_files=str(path), split="train",
-                                cache_dir=str(cache_dir() / "datasets"), **options)
-    except Exception as err:  # datasets wraps the reader's error; name the line when it is a bad byte
-        if kind != "parquet":
-            for _ in iter_lines(path):  # raises a DataError at the first line that is not UTF-8
-                pass
-        raise DataError(path, f"cannot read as {kind.upper()}: {_root_cause(err)}") from None
-
-
-def _csv_header(path: Path, sep: str) -> list[str]:
-    """The column names of a CSV/TSV file's first row (checked: present, named, unique)."""
-    header = next(csv.reader(iter_lines(path), delimiter=sep), None)
-    if not header:
-        raise DataError(path, "empty file: expected a header row naming the columns", 1)
-    for i, name in enumerate(header, 1):
-        if not name.strip():
-            raise DataError(path, f"column {i} of the header row has no name", 1)
-        if header.index(name) < i - 1:
-            raise DataError(path, f"the header row names column {name!r} twice", 1)
-    return header
-
-
-def _root_cause(err: BaseException) -> str:
-    """The innermost error behind `err`, as "Type: message"."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-    return f"{type(err).__name__}: {err}"
-
-
-def table_columns(dataset: Any, columns: Sequence[str], where: str) -> dict[str, list[Any]]:
-    """The named columns of a `datasets.Dataset` as lists; a missing one names the columns there are."""
-    for column in columns:
-        if column not in dataset.column_names:
-            raise DataError(where, f"no column {column!r}; the columns are: {', '.join(dataset.column_names)}")
-    if dataset.num_rows == 0:
-        raise DataError(where, "no rows")
-    return dataset.select_columns(list(columns)).to_dict()
 
 
 # ---------------------------------------------------------------- checking rows and labels
@@ -229,9 +154,10 @@ def read_labelled(source: LabelledSource, part: str) -> LabelledRows:
     else:
         path = source.train_file if part == "train" else source.test_file
         assert path is not None
-        dataset, where = open_table(path), str(path)
+        dataset, where = open_table(path, no_header=source.no_header), str(path)
         typed = table_format(Path(path)) not in ("csv", "tsv")
-    columns = table_columns(dataset, [source.text_column, source.label_column], where)
+    columns = table_columns(dataset, [source.text_column, source.label_column], where,
+                            header_hint=not typed and not source.no_header)
     class_names = getattr(dataset.features[source.label_column], "names", None)
     labels = columns[source.label_column]
     if class_names is not None:
@@ -312,21 +238,35 @@ def load_labelled(
         raise DataError(train.where, f"only one label ({names[0]!r}) in column {source.label_column!r}: "  # type: ignore[union-attr]
                                      "a classifier needs at least two")
     index = {name: i for i, name in enumerate(names)}
-    train_examples = _examples(train, index, source, "the model's labels") if train else []
+    train_examples, dropped = _unique(_examples(train, index, source, "the model's labels") if train else [])
     train_where = train.where if train else ""
     if source.test_fraction:
-        train_examples, test_examples = stratified_split(train_examples, source.test_fraction, len(names), seed,
-                                                         source=train_where, label_names=names)
+        try:
+            train_examples, test_examples = stratified_split(train_examples, source.test_fraction, len(names), seed,
+                                                             source=train_where, label_names=names)
+        except DataError as err:  # a label left with one row, maybe by dropping duplicates
+            raise DataError(err.path, err.message + (f" (after dropping {dropped} duplicate rows)" if dropped
+                                                     else ""), err.line) from None
         test_where = train_where
     elif source.test_file or source.dataset:
         test = read_labelled(source, "test")
-        test_examples = _examples(test, index, source, f"the training data's labels ({train_where})"
-                                  if label_names is None else "the model's labels")
-        test_where = test.where
+        test_examples, dropped_test = _unique(_examples(test, index, source, f"the training data's labels "
+                                                        f"({train_where})" if label_names is None
+                                                        else "the model's labels"))
+        test_where, dropped = test.where, dropped + dropped_test
     else:
         test_examples, test_where = [], ""
-    return sample_task(source.name, names, (train_examples, train_where), (test_examples, test_where),
-                       train_per_label, test_per_label, seed)
+    test_texts = {e.text for e in test_examples}  # a text with another label in the test set is not trained on
+    unseen = [e for e in train_examples if e.text not in test_texts]
+    task = sample_task(source.name, names, (unseen, train_where), (test_examples, test_where), train_per_label,
+                       test_per_label, seed)
+    return dataclasses.replace(task, duplicates=dropped + len(train_examples) - len(unseen))
+
+
+def _unique(examples: list[Example]) -> tuple[list[Example], int]:
+    """Examples without exact (text, label) repeats (the first kept), and how many were dropped."""
+    kept = list(dict.fromkeys(examples))
+    return kept, len(examples) - len(kept)
 
 
 def _examples(part: LabelledRows, index: dict[str, int], source: LabelledSource, whose: str) -> list[Example]:
@@ -361,7 +301,40 @@ def load_task_data(
     else:
         data = load_task(task, root, train_per_label=train_per_label, test_per_label=test_per_label, seed=seed,
                          fewrel_markers=fewrel_markers, source=data_source)
-    return with_validation(data, source.validation_fraction, seed)
+    data = with_validation(data, source.validation_fraction, seed)
+    need = {"train": MIN_TRAIN_PER_LABEL if source.given or source.validation_fraction else 0,
+            "validation": MIN_HELD_PER_LABEL if source.validation_fraction else 0,
+            "test": MIN_HELD_PER_LABEL if source.test_fraction else 0}
+    asked = {"train": train_per_label, "test": test_per_label}  # a per-label sample asked smaller is the user's
+    need = {part: min(n, asked.get(part) if asked.get(part) is not None else n) for part, n in need.items()}
+    require_rows_per_label(data, need, source.origin if source.given else data.name, source)
+    return data
+
+
+def require_rows_per_label(data: TaskData, need: dict[str, int], where: str, source: LabelledSource) -> None:
+    """DataError naming the first label with fewer than need[part] rows in a part (train, validation, test) of
+    `data`, with every label's counts, the splits' flags and the duplicates dropped."""
+    parts = {"train": data.train, "validation": data.validation, "test": data.test}
+    counts = {part: [0] * data.num_labels for part in parts}
+    for part, examples in parts.items():
+        for e in examples:
+            counts[part][e.label] += 1
+    short = next(((part, label) for part in parts for label in range(data.num_labels)
+                  if counts[part][label] < need.get(part, 0)), None)
+    if short is None:
+        return
+    part, label = short
+    flags = [f"--{_flag(f)} {getattr(source, f):g}" for f in ("test_fraction", "validation_fraction")
+             if getattr(source, f)]
+    why = " with " + " and ".join(flags) if flags else ""
+    why += f" after dropping {data.duplicates} duplicate rows" if data.duplicates else ""
+    shown = ", ".join(f"{name!r} {counts['train'][i]}/{counts['validation'][i]}/{counts['test'][i]}"
+                      for i, name in enumerate(data.label_names[:10])) + (", ..." if data.num_labels > 10 else "")
+    n, noun = counts[part][label], "training" if part == "train" else part
+    raise DataError(where, f"too few rows: label {data.label_names[label]!r} has {n} {noun} row"
+                           f"{'s' if n != 1 else ''}{why}, fewer than the {need[part]} a label needs (at least "
+                           f"{MIN_HELD_PER_LABEL} test and validation rows and {MIN_TRAIN_PER_LABEL} training rows); "
+                           f"rows per label, training/validation/test: {shown}")
 
 
 def with_validation(data: TaskData, fraction: float, seed: int) -> TaskData:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,16 @@ def finetune_task(cfg: FinetuneConfig, root: str | os.PathLike | None = None) ->
     return task_sample(cfg, root)
 
 
+def run_record(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The config as a run records it (finetune_config.json, the model's tinylm_meta.json): cfg.to_dict(), and for
+    the user's own data "source" (the file, or hub:NAME) in place of the built-in `task` the field defaults to. The
+    run's config hash stays that of cfg.to_dict()."""
+    record, source = cfg.to_dict(), LabelledSource.of(cfg)
+    if not source.given:
+        return record
+    return {"source": source.origin, **{k: v for k, v in record.items() if k != "task"}}
+
+
 def finetune(
     cfg: FinetuneConfig,
     out: str | os.PathLike,
@@ -109,16 +120,20 @@ def finetune(
     dev, world = start(cfg, device)
     # Read and check all input before anything is written, so bad data leaves no partial run behind.
     task = task_data or finetune_task(cfg, root)
+    own = LabelledSource.of(cfg).given
+    if own and task.duplicates and world.is_main:
+        print(f"tinylm: {LabelledSource.of(cfg).origin}: dropped {task.duplicates} duplicate rows (exact repeats, "
+              "and training rows whose text is a test text)", file=sys.stderr)
     seed_everything(cfg.seed)
     model, tokenizer = build_classifier(cfg, task.num_labels)
     out = Path(out)
-    write_config(world, out, "finetune_config.json", cfg.to_dict())
+    write_config(world, out, "finetune_config.json", run_record(cfg))
     max_length = min(cfg.max_length, model.cfg.max_position_embeddings)
     ids = encode_examples(tokenizer, task.train, max_length)
     labels = [e.label for e in task.train]
     loop = LoopConfig.of(cfg, f"finetune {task.name} ({'pretrained' if cfg.init else 'scratch'})")
     meta = loop_meta("finetune", cfg)
-    if LabelledSource.of(cfg).given:  # the user's file may change under the same name: resume only on the same data
+    if own:  # the user's file may change under the same name: resume only on the same data
         meta["data"] = task_hash(task)
     state = train_loop(
         model,
@@ -127,6 +142,7 @@ def finetune(
     )
     result: dict[str, Any] = {
         "task": task.name,
+        **({"source": LabelledSource.of(cfg).origin, "duplicates_dropped": task.duplicates} if own else {}),
         "init": str(cfg.init) if cfg.init else None,
         "steps": state.step,
         "train_examples": len(task.train),
@@ -155,5 +171,5 @@ def _evaluate_and_save(model: BertForClassification, tokenizer: PreTrainedTokeni
         result["validation"] = {"examples": len(task.validation), "accuracy": scores["accuracy"],
                                 "macro_f1": scores["macro_f1"]}
     save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
-               extra={"finetune": cfg.to_dict(), "metrics": metrics})
+               extra={"finetune": run_record(cfg), "metrics": metrics})
     write_json(out / "metrics.json", result)
