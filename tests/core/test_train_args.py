@@ -37,7 +37,7 @@ LOOP = ["epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "schedule"
         "data_seed", "save_every"]
 ORDER = {
     PretrainConfig: ["model", "tokenizer", "articles", "seq_len", "mask_prob", *LOOP, "data_source", "compile",
-                     "snapshots", "corpus", "text_field", "withhold"],
+                     "snapshots", "corpus", "text_field", "withhold", "init"],
     FinetuneConfig: ["task", "init", "model", "tokenizer", "train_per_label", "test_per_label", "fewrel_markers",
                      "max_length", "dropout", *LOOP, "data_source", "compile", "train_file", "test_file",
                      "test_fraction", "validation_fraction", "text_column", "label_column", "dataset", "train_split",

@@ -60,7 +60,8 @@ def source(path: Path, **kw: object) -> LabelledSource:
 def test_new_config_fields_keep_every_existing_hash() -> None:
     """The run cache keys on config hashes: a config that leaves the new fields alone hashes exactly as the same
     settings did before those fields existed (its dict without them)."""
-    added = {PretrainConfig: ("corpus", "text_field", "withhold"), FinetuneConfig: (*USER_DATA_FIELDS, "dropout")}
+    added = {PretrainConfig: ("corpus", "text_field", "withhold", "init"),
+             FinetuneConfig: (*USER_DATA_FIELDS, "dropout")}
     for cfg in [*PRETRAIN_PRESETS.values(), *FINETUNE_PRESETS.values()]:
         defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
         before = {k: v for k, v in dataclasses.asdict(cfg).items()
