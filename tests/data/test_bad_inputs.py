@@ -62,7 +62,7 @@ FINETUNE_CASES = {
                                   "'1' 1/79/20"]),
     # item 11: a file of duplicates
     "all-duplicates": ("duplicates", ["--test-fraction", "0.2"],
-                       ["dup.csv: too few rows", "after dropping 312 duplicate rows"]),
+                       ["dup.csv: too few rows", ", after dropping 312 duplicate rows"]),
     # item 12: header-only, broken JSON lines, no header row
     "header-only": ("header-only", ["--test-fraction", "0.2"], ["header_only.csv: has a header but no rows"]),
     "broken-jsonl": ("broken-jsonl", ["--test-fraction", "0.2"], ["broken.jsonl:7: invalid JSON: Extra data"]),

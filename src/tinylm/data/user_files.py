@@ -327,7 +327,7 @@ def require_rows_per_label(data: TaskData, need: dict[str, int], where: str, sou
     flags = [f"--{_flag(f)} {getattr(source, f):g}" for f in ("test_fraction", "validation_fraction")
              if getattr(source, f)]
     why = " with " + " and ".join(flags) if flags else ""
-    why += f" after dropping {data.duplicates} duplicate rows" if data.duplicates else ""
+    why += f", after dropping {data.duplicates} duplicate rows" if data.duplicates else ""
     shown = ", ".join(f"{name!r} {counts['train'][i]}/{counts['validation'][i]}/{counts['test'][i]}"
                       for i, name in enumerate(data.label_names[:10])) + (", ..." if data.num_labels > 10 else "")
     n, noun = counts[part][label], "training" if part == "train" else part
