@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tinylm.config import SHIPPED_MODELS, ModelConfig
+from tinylm.folders import looks_local
 from tinylm.io import atomic_dir, write_json
 from tinylm.model import BertForClassification, BertForMLM
 
@@ -180,11 +181,17 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") > 1:
-        raise FileNotFoundError(f"{name_or_path}: not a model folder")
+    if path.exists():
+        raise FileNotFoundError(f"{name_or_path}: a file, not a model folder")
+    if looks_local(name_or_path):  # a missing local path, not a hub repo id to download
+        raise FileNotFoundError(f"{name_or_path}: not found")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as err:  # offline, no such repo, ...: one line, not the hub client's paragraph
+        raise FileNotFoundError(f"{name_or_path}: no such folder here, and the Hugging Face hub does not serve it "
+                                f"({type(err).__name__})") from None
 
 
 def read_model_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:

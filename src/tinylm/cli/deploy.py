@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="serve a fine-tuned model or committee over HTTP (POST /predict)")
     s.add_argument("model", help="a fine-tuned model folder or committee folder (or its run folder)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=port_number, default=8000, help="TCP port, 1-65535 (default 8000)")
     s.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     add_runtime_flags(s)
     defaults = ServeSettings()
@@ -51,6 +51,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                                        "config's, or the task's paper sample)")
 
 
+def port_number(text: str) -> int:
+    """--port's type: an integer from 1 to 65535, checked when the arguments are parsed."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return port
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from tinylm.serving.server import serve
     from tinylm.serving.settings import ServeSettings
@@ -63,9 +74,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """`tinylm export onnx` (the one format)."""
-    from tinylm.checkpoint import model_folder
+    from tinylm.folders import classifier_folder
     from tinylm.inference.onnx import ACCURACY_TOLERANCE, OPSET, PARITY_TOLERANCE, export_onnx, stored_test_sample
 
+    folder = classifier_folder(args.model)  # a missing or pre-trained (MLM) folder: one line, nothing written
     texts = None
     if args.check_texts:
         texts = [line.strip() for line in Path(args.check_texts).read_text().splitlines() if line.strip()]
@@ -73,7 +85,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.check_texts}: no texts for the parity check")
     task_data = None
     if args.task or args.test_per_label:  # else export_onnx finds the sample the folder's config names
-        task_data = stored_test_sample(model_folder(args.model), args.data, args.task, args.test_per_label)
+        task_data = stored_test_sample(folder, args.data, args.task, args.test_per_label)
     accuracy_tolerance = ACCURACY_TOLERANCE if args.accuracy_tolerance is None else args.accuracy_tolerance
     report = export_onnx(args.model, args.out, opset=args.opset or OPSET, check_texts=texts,
                          tolerance=args.tolerance if args.tolerance is not None else PARITY_TOLERANCE,

@@ -24,17 +24,15 @@ from tinylm.checkpoint import (
     hf_name,
     label_names_of,
     load_model,
-    model_folder,
     read_model_config,
     save_model,
     write_model_folder,
 )
 from tinylm.committee.model import ClassifierModel, Committee, build_member
 from tinylm.config import ModelConfig
-from tinylm.model import BertForClassification
+from tinylm.folders import COMMITTEE_MODEL_TYPE, classifier_folder
 from tinylm.runtime import pick_device
 
-COMMITTEE_MODEL_TYPE = "tinylm_committee"
 FORMAT_VERSION = 1
 
 
@@ -131,13 +129,6 @@ def extract_member(folder: str | os.PathLike, i: int, out_folder: str | os.PathL
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None) -> ClassifierModel:
     """The classifier of a model folder, a committee folder, or a run folder (its model/), in eval mode, on
     `device` (runtime.pick_device: CUDA when present unless told otherwise)."""
-    folder = model_folder(path)
-    if is_committee_folder(folder):
-        model: Any = load_committee(folder)
-        if model.head != "classification":
-            raise ValueError(f"{path}: an MLM committee gives no class probabilities")
-    else:
-        model = load_model(folder, head="classification")
-        if not isinstance(model, BertForClassification):
-            raise ValueError(f"{path}: not a classification model")
+    folder = classifier_folder(path)  # a one-line error for a pre-trained (MLM) folder or a missing one
+    model: Any = load_committee(folder) if is_committee_folder(folder) else load_model(folder, head="classification")
     return model.to(pick_device(str(device) if device is not None else None)).eval()

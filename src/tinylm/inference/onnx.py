@@ -23,6 +23,7 @@ refuses a graph that loses more than `accuracy_tolerance` points. fp32 exports g
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import time
 import warnings
@@ -33,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinylm.checkpoint import model_folder
 from tinylm.committee import ClassifierModel, Committee, load_classifier
 from tinylm.data import DataError, Example, TaskData
 from tinylm.data.encoding import encode
+from tinylm.folders import classifier_folder
 from tinylm.inference.predictor import ONNX_FILE, Predictor, ProbabilityGraph, describe_folder
 from tinylm.io import write_json
 from tinylm.tokenizer import load_tokenizer
@@ -119,10 +120,11 @@ def export_onnx(
     if accuracy_tolerance is not None and not accuracy_tolerance >= 0:
         raise ValueError(f"accuracy tolerance must be >= 0 points, got {accuracy_tolerance}")
     started = time.perf_counter()
-    folder = model_folder(path)
+    folder = classifier_folder(path)  # checked before anything is written
     graph = Path(out) if out else folder / (INT8_FILE if quantize else ONNX_FILE)
-    graph.parent.mkdir(parents=True, exist_ok=True)
     info = describe_folder(folder)
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(graph)
     tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
     trace(folder, tmp, info["max_length"], opset)
     texts = check_texts if check_texts is not None else default_check_texts()
@@ -137,6 +139,28 @@ def export_onnx(
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(report_path(graph), report)
     return report
+
+
+def remove_stale_temporaries(graph: Path) -> list[Path]:
+    """Delete the temporary files an earlier export of `graph` left behind when it was killed
+    (.NAME.PID.tmp and .NAME.PID.tmp.int8, PID no longer running); a running export's are kept."""
+    removed = []
+    for tmp in graph.parent.glob(f".{glob.escape(graph.name)}.*.tmp*"):
+        pid = tmp.name[len(graph.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def trace(folder: Path, out: Path, max_length: int, opset: int) -> None:

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
-from tinylm.checkpoint import label_names_of, model_folder, read_model_config
+from tinylm.checkpoint import label_names_of, read_model_config
 from tinylm.committee import ClassifierModel, Committee, is_committee_folder, load_classifier
+from tinylm.folders import classifier_folder
 from tinylm.model import BertForClassification
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.evaluate import by_length, class_probabilities
@@ -140,7 +141,7 @@ class Predictor:
     ) -> Predictor:
         """A model, committee or run folder behind `runtime`; torch runs on `device` (default: CUDA when present),
         onnx on the CPU, from `onnx_path` (default: the folder's model.onnx)."""
-        folder = model_folder(path)
+        folder = classifier_folder(path)  # one line for a pre-trained (MLM) folder, before anything loads
         info = describe_folder(folder)
         model = None
         if runtime == "torch":

@@ -4,6 +4,7 @@ thread, for tests and scripts)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from tinylm.folders import classifier_folder
 from tinylm.inference.predictor import Predictor, RuntimeName
 from tinylm.runtime import configure_threads
 from tinylm.serving.app import create_app
@@ -30,12 +32,40 @@ def serve(
     settings: ServeSettings | None = None,
     access_log: bool = False,
 ) -> None:
-    """Load the model folder (plain or committee) and serve it until interrupted."""
-    configure_threads()
-    predictor = Predictor.load(model, runtime, device=device, onnx_path=onnx_path)
-    # Access logs are off by default: at hundreds of requests per second they cost a noticeable share of a core.
-    uvicorn.run(create_app(predictor, settings), host=host, port=port, access_log=access_log,
-                log_level="info", timeout_graceful_shutdown=5)
+    """Load the model folder (plain or committee) and serve it until interrupted.
+
+    What can be checked before the model loads is: the folder must hold a classifier (folders.classifier_folder)
+    and the port must be free (it is bound here and handed to the server), each a one-line error otherwise."""
+    classifier_folder(model)
+    sock = bound_socket(host, port)
+    try:
+        configure_threads()
+        predictor = Predictor.load(model, runtime, device=device, onnx_path=onnx_path)
+        # Access logs are off by default: at hundreds of requests per second they cost a noticeable share of a core.
+        config = uvicorn.Config(create_app(predictor, settings), host=host, port=port, access_log=access_log,
+                                log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, for the server to listen on; a RuntimeError in one line when the port is
+    taken or the address is not this machine's."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, OverflowError) as err:
+        raise ValueError(f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise RuntimeError(f"{host}:{port} is already in use (another server?); give another --port") from None
+        raise RuntimeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
 
 
 @contextlib.contextmanager

@@ -50,7 +50,8 @@ from tinylm.train.finetune import ClassificationBatches, encode_examples, finetu
 from tinylm.train.loop import Batch, LoopConfig, LoopState, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
 from tinylm.train.pretrain import MLMBatches, prepare_pretraining
-from tinylm.train.run import finish, loop_meta, start, write_config
+from tinylm.train.rows import record_rows
+from tinylm.train.run import finish, loop_meta, one_writer_per_run, start, write_config
 from tinylm.validation import check, integer
 
 MEMBER_SEED_STRIDE = 1000  # member j of a committee with seed s trains with seed s + 1000 j
@@ -116,6 +117,7 @@ def _train_members(
     return part, run_out, committee, state
 
 
+@one_writer_per_run
 def pretrain_committee(
     cfg: PretrainConfig,
     members: int,
@@ -220,6 +222,7 @@ def classification_committee(cfg: FinetuneConfig, members: int, num_labels: int,
     return Committee.init(model_cfg, len(ids), seeds, num_labels=num_labels, label_names=label_names), tokenizer
 
 
+@one_writer_per_run
 def finetune_committee(
     cfg: FinetuneConfig,
     members: int,
@@ -325,6 +328,7 @@ class _FinetuneRun:
         y = np.array([e.label for e in self.task.test])
         np.save(out / "member_probs.npy", probs)
         np.save(out / "test_labels.npy", y)
+        record_rows(out, [e.text for e in self.task.train], [e.text for e in self.task.test])
         soft = classification_metrics(y, soft_vote(probs).argmax(-1).numpy(), label_names)
         result.update({
             "member_accuracies": [float((p.argmax(-1) == y).mean()) for p in probs],

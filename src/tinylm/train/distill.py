@@ -35,6 +35,7 @@ from tinylm.checkpoint import model_folder, save_model
 from tinylm.committee import Committee, extract_member, is_committee_folder, load_classifier
 from tinylm.config import FinetuneConfig, config_hash, replace, resolve_model_config
 from tinylm.data import Example, TaskData, load_articles
+from tinylm.folders import classifier_folder
 from tinylm.io import write_json
 from tinylm.model import IGNORE_INDEX, BertForClassification, ModelOutput
 from tinylm.runtime import seed_everything
@@ -43,7 +44,8 @@ from tinylm.train.distill_config import INIT_MEMBER, INIT_SCRATCH, DistillConfig
 from tinylm.train.evaluate import classification_metrics, predict_proba
 from tinylm.train.finetune import ClassificationBatches, build_classifier, encode_examples, finetune_task
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.train.run import loop_meta, start, write_config
+from tinylm.train.rows import record_rows
+from tinylm.train.run import loop_meta, one_writer_per_run, start, write_config
 
 TARGETS_FILE = "teacher_targets.npz"  # the teacher's softened votes on the training texts (reused on resume)
 
@@ -188,6 +190,7 @@ def _targets(cfg: DistillConfig, teacher: Committee, tokenizer: Any, texts: list
     return targets
 
 
+@one_writer_per_run
 def distill(
     cfg: DistillConfig,
     out: str | os.PathLike,
@@ -200,7 +203,7 @@ def distill(
     """Distil the teacher into one student: writes out/model (an ordinary model folder) and out/metrics.json
     (the student's test metrics, the teacher's test accuracy and how often the two agree). Resumable."""
     dev, world = start(cfg, device, distributed=False)
-    teacher_dir = model_folder(cfg.teacher)
+    teacher_dir = classifier_folder(cfg.teacher)  # a missing or pre-trained (MLM) teacher: one line, nothing written
     data_cfg = task_config(cfg, teacher_dir)
     task = task_data or finetune_task(data_cfg, root)
     extra = unlabeled_texts(cfg, data_cfg, task, root)
@@ -234,6 +237,7 @@ def distill(
     if state.epoch < cfg.epochs:
         return result  # interrupted on purpose (stop_after): the checkpoint holds the state
     result.update(_test_scores(student, tokenizer, teacher, teacher_tokenizer, task, max_length, dev))
+    record_rows(out, texts, [e.text for e in task.test])  # the student learnt from the extra texts too
     save_model(student.cpu(), out / "model", tokenizer, label_names=task.label_names,
                extra={"distill": cfg.to_dict(), "finetune": data_cfg.to_dict(),
                       "metrics": {k: result[k] for k in ("accuracy", "macro_f1", "teacher_accuracy", "agreement")}})

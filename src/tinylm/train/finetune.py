@@ -23,7 +23,8 @@ from tinylm.runtime import seed_everything
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.evaluate import evaluate_model
 from tinylm.train.loop import Batch, LoopConfig, train_loop
-from tinylm.train.run import finish, loop_meta, start, write_config
+from tinylm.train.rows import record_rows
+from tinylm.train.run import finish, loop_meta, one_writer_per_run, start, write_config
 
 BUCKET_BATCHES = 50  # batches per length-sorted bucket: little padding, order still random
 
@@ -103,6 +104,7 @@ def run_record(cfg: FinetuneConfig) -> dict[str, Any]:
     return {"source": source.origin, **{k: v for k, v in record.items() if k != "task"}}
 
 
+@one_writer_per_run
 def finetune(
     cfg: FinetuneConfig,
     out: str | os.PathLike,
@@ -160,7 +162,8 @@ def finetune(
 
 def _evaluate_and_save(model: BertForClassification, tokenizer: PreTrainedTokenizerFast, task: TaskData,
                        cfg: FinetuneConfig, out: Path, max_length: int, result: dict[str, Any]) -> None:
-    """Score the test (and validation) sample into `result`, then write out/model and out/metrics.json."""
+    """Score the test (and validation) sample into `result`, then write out/rows.json (train.rows), out/model and
+    out/metrics.json."""
     # Evaluated where it trained (a GPU evaluates the test sample in seconds); saved from the CPU.
     metrics = evaluate_model(model, tokenizer, task.test, task.label_names, max_length=max_length,
                              precision=cfg.precision)
@@ -170,6 +173,7 @@ def _evaluate_and_save(model: BertForClassification, tokenizer: PreTrainedTokeni
                                 precision=cfg.precision)
         result["validation"] = {"examples": len(task.validation), "accuracy": scores["accuracy"],
                                 "macro_f1": scores["macro_f1"]}
+    record_rows(out, [e.text for e in task.train], [e.text for e in task.test])
     save_model(model.cpu(), out / "model", tokenizer, label_names=task.label_names,
                extra={"finetune": run_record(cfg), "metrics": metrics})
     write_json(out / "metrics.json", result)

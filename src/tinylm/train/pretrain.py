@@ -30,7 +30,7 @@ from tinylm.runtime import seed_everything
 from tinylm.tokenizer import load_tokenizer, train_wordpiece
 from tinylm.train.loop import Batch, LoopConfig, train_loop
 from tinylm.train.mlm_quality import quality_or_reason
-from tinylm.train.run import finish, loop_meta, start, write_config
+from tinylm.train.run import finish, loop_meta, one_writer_per_run, start, write_config
 
 SNAPSHOTS = "snapshots"
 # The fields that make two architectures the same shape (vocabulary size and dropout aside).
@@ -161,6 +161,7 @@ def init_architecture(cfg: PretrainConfig) -> ModelConfig:
     return folder_cfg
 
 
+@one_writer_per_run
 def pretrain(
     cfg: PretrainConfig,
     out: str | os.PathLike,
