@@ -7,15 +7,16 @@ benchmarks/gpu_concurrency.py measured (docs/results/gpu/gpu_concurrency.json) t
 steps in 12-21 ms per process with 6-12 processes on one H200, about 500-590 steps/s in all, against 30/s for one
 process. So this session runs, each as its own process (TINYLM_THREADS=1), until --deadline seconds:
 
-1. `reproduce overlap-control --scale cpu` as --workers self-balancing workers (--shard I/N) over one cache, with
-   --oc-epochs MLM epochs, --levels and --finetune-seeds; then, if every worker finished, the report pass.
+1. `reproduce overlap-control --scale cpu` (or `--experiment committee`: `reproduce committee --scale cpu`) as
+   --workers self-balancing workers (--shard I/N) over one cache, overlap-control with --oc-epochs MLM epochs,
+   --levels and --finetune-seeds; then, if every worker finished, the report pass.
 2. Candidates for the shipped pre-trained model (issue 26): the `demo` architecture and 4k vocabulary on every
    non-held-out Wikipedia opening, at batch 128 with the learning rates in --shipped-lrs (chosen afterwards on
    held-out openings, which pre-training's own summary scores).
 
-What comes back (at most 8 files): session.log, overlap_control.tar.gz (results, report and every run folder's
-small files: configs, summaries, metrics, withhold lists), shipped-lr*.tar.gz (each candidate's run folder
-without checkpoints), workers.json (exit codes and seconds of every process).
+What comes back (at most 8 files): session.log, overlap_control.tar.gz or committee.tar.gz (results, report
+and every run folder's small files: configs, summaries, metrics, withhold lists), shipped-lr*.tar.gz (each
+candidate's run folder without checkpoints), workers.json (exit codes and seconds of every process).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 SMALL_FILES = ("summary.json", "metrics.json", "pretrain_config.json", "finetune_config.json", "results.json")
 
 
-# --quick: the CLI with the CPU scale's overlap-control shrunk to 64 openings, 2 seeds, 1 epoch (a smoke run).
+# --quick: the CLI with the CPU scale's overlap-control and committee shrunk to a few openings (a smoke run).
 QUICK_CLI = """import sys
 from tinylm.config import replace
 import tinylm.experiments.overlap_control as oc
@@ -40,6 +41,11 @@ s = oc.OVERLAP_CONTROL_SCALES["cpu"]
 base = replace(s.base, pretrain=replace(s.base.pretrain, seq_len=64), samples={"ag_news": (8, 6), "dbpedia": (4, 3)},
                finetune=replace(s.base.finetune, epochs=1, max_length=64))
 oc.OVERLAP_CONTROL_SCALES["cpu"] = replace(s, base=base, articles=64, seeds=2, protect=20)
+import tinylm.experiments.committee as cm
+c = cm.COMMITTEE_SCALES["cpu"]
+cm.COMMITTEE_SCALES["cpu"] = replace(c, members=4, committee_sizes=(1, 2, 4), compute_members=(2,), seeds=2,
+                                     pretrain=replace(c.pretrain, articles=48, epochs=2, seq_len=64),
+                                     finetune=replace(c.finetune, epochs=1, max_length=64), samples=base.samples)
 from tinylm.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -90,11 +96,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="CPU smoke run at tiny sizes")
     p.add_argument("--deadline", type=float, default=480, help="seconds after the start when training stops")
     p.add_argument("--report-s", type=float, default=50, help="seconds allowed for the report pass")
+    p.add_argument("--experiment", choices=["overlap-control", "committee"], default="overlap-control")
     p.add_argument("--workers", type=int, default=21)
     p.add_argument("--oc-epochs", type=int, default=4)
     p.add_argument("--levels", nargs="+", default=["1", "0.75", "0.5"])
     p.add_argument("--finetune-seeds", type=int, default=2)
-    p.add_argument("--shipped-lrs", nargs="+", default=["2e-3", "4e-3"])
+    p.add_argument("--shipped-lrs", nargs="*", default=["2e-3", "4e-3"], help="none: no shipped candidates")
     p.add_argument("--shipped-epochs", type=int, default=20)
     args = p.parse_args()
     start = time.time()
@@ -105,10 +112,13 @@ def main() -> int:
     env = {**os.environ, "TINYLM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "TINYLM_CACHE": str(work / "cache"), "TQDM_MININTERVAL": "30"}
     device = "cpu" if args.quick else "cuda"
-    oc_out = work / "overlap_control"
-    oc_args = ["--device", device, "reproduce", "overlap-control", "--scale", "cpu", "--levels", *args.levels,
-               "--finetune-seeds", str(args.finetune_seeds), "--pretrain-epochs", str(args.oc_epochs),
-               "--out", str(oc_out), *(["--tasks", "ag_news", "dbpedia"] if args.quick else [])]
+    name = args.experiment.replace("-", "_")
+    oc_out = work / name
+    oc_args = ["--device", device, "reproduce", args.experiment, "--scale", "cpu", "--out", str(oc_out),
+               *(["--tasks", "ag_news", "dbpedia"] if args.quick else [])]
+    if args.experiment == "overlap-control":
+        oc_args += ["--levels", *args.levels, "--finetune-seeds", str(args.finetune_seeds), "--pretrain-epochs",
+                    str(args.oc_epochs)]
     shipped_articles, shipped_epochs = (200, 1) if args.quick else (51_459, args.shipped_epochs)
     jobs = []
     for lr in args.shipped_lrs:
@@ -118,20 +128,20 @@ def main() -> int:
             "--lr", lr, "--warmup-ratio", "0.05", "--save-every", "4000", "--snapshots", "2",
             "--seq-len", "64" if args.quick else "128", "--out", str(work / f"shipped-lr{lr}")], logs, env))
     for i in range(args.workers):
-        jobs.append(launch(f"oc-worker{i}", [*oc_args, "--shard", f"{i}/{args.workers}"], logs, env, args.quick))
+        jobs.append(launch(f"worker{i}", [*oc_args, "--shard", f"{i}/{args.workers}"], logs, env, args.quick))
     wait_all(jobs, start + args.deadline)
-    done = all(j["proc"].returncode == 0 for j in jobs if j["name"].startswith("oc-"))
+    done = all(j["proc"].returncode == 0 for j in jobs if j["name"].startswith("worker"))
     if done:
-        report = launch("oc-report", oc_args, logs, env, args.quick)
+        report = launch("report", oc_args, logs, env, args.quick)
         wait_all([report], time.time() + args.report_s)
         jobs.append(report)
     else:
-        print("overlap-control: not every worker finished; no report pass (run it from the cache later)", flush=True)
+        print(f"{args.experiment}: not every worker finished; no report pass (run it from the cache later)", flush=True)
     (out / "workers.json").write_text(json.dumps(
         [{k: j.get(k) for k in ("name", "seconds", "killed")} | {"exit": j["proc"].returncode} for j in jobs],
         indent=1) + "\n")
     if oc_out.is_dir():
-        tar_small(out / "overlap_control.tar.gz", oc_out, "overlap_control")
+        tar_small(out / f"{name}.tar.gz", oc_out, name)
     for lr in args.shipped_lrs:
         run = work / f"shipped-lr{lr}"
         if run.is_dir():

@@ -68,7 +68,8 @@ COUNTS = st.lists(ints_outside(1), min_size=1).map(tuple) | st.just(())  # a bad
 SAMPLES = st.tuples(ints_outside(1), st.integers(1, 10)).map(lambda p: {"ag_news": p}) | st.tuples(
     st.integers(1, 10), ints_outside(1)).map(lambda p: {"fewrel": p})
 SCALE_BAD = {"sizes": COUNTS, "samples": SAMPLES, "seeds": ints_outside(1), "finetune_seeds": ints_outside(1)}
-COMMITTEE_BAD = {"members": ints_outside(1), "samples": SAMPLES, "seeds": ints_outside(1), "committee_sizes": COUNTS}
+COMMITTEE_BAD = {"members": ints_outside(1), "samples": SAMPLES, "seeds": ints_outside(1), "committee_sizes": COUNTS,
+                 "compute_members": st.lists(ints_outside(1), min_size=1).map(tuple)}  # none at all is allowed
 DROPOUT = outside_unit(zero_allowed=True)
 MODEL_BAD = {
     **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

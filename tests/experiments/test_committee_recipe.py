@@ -107,3 +107,42 @@ def test_committee_record_and_bootstrap_on_known_votes() -> None:
 
 def test_cli_reproduce_committee_rejects_bad_members(tmp_path) -> None:
     assert main(["reproduce", "committee", "--members", "0", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_equal_compute_epochs_bring_the_committee_nearest_the_deep_models_flops() -> None:
+    from tinylm.experiments.committee import compute_ratio, equal_compute_epochs
+
+    scale = recipe.COMMITTEE_SCALES["cpu"]  # 6 epochs of batches of 16 x 128 tokens
+    # A cpu-6 step costs about 3.6 cpu-1 steps (train.flops counts both on one batch).
+    assert 3 < 1 / compute_ratio(scale, 1, scale.pretrain.epochs) < 4
+    for members in (4, 8):
+        epochs = equal_compute_epochs(scale, members)
+        best = compute_ratio(scale, members, epochs)
+        assert all(abs(best - 1) <= abs(compute_ratio(scale, members, e) - 1) for e in range(1, 12))
+    assert equal_compute_epochs(scale, 4) == 5 and equal_compute_epochs(scale, 8) == 3
+
+
+@pytest.mark.slow  # ~100-200 s: six pre-trainings, each scored on the held-out openings
+def test_committee_workers_then_report_compare_over_seeds_at_equal_steps_and_compute(tmp_path, data_root,
+                                                                                     monkeypatch) -> None:
+    scale = replace(TINY, seeds=2, committee_sizes=(1, 2, 4), compute_members=(2,))
+    monkeypatch.setitem(recipe.COMMITTEE_SCALES, "cpu", scale)
+    out = tmp_path / "committee"
+    args = ["--data", str(data_root), "reproduce", "committee", "--scale", "cpu", "--tasks", "ag_news",
+            "--out", str(out)]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert not (out / "results.json").exists()
+    trained = sorted(p.name for p in (out / "runs").iterdir())
+    assert sum(name.startswith("committee2-pretrain") for name in trained) == 2  # one per seed
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == trained  # the report pass trained nothing
+    results = json.loads((out / "results.json").read_text())
+    assert results["compute_members"] == [2]
+    for r in results["records"]:
+        c = r["equal_compute"]["2"]
+        assert c["members"] == 2 and len(c["member_accuracies"]) == 2 and len(c["quality"]) == 2
+        assert c["epochs"] >= 1 and 0.5 < c["compute_ratio"] < 2
+    report = (out / "report.md").read_text()
+    assert "Committee minus cpu-6, over seeds" in report
+    assert "| ag_news | 2 members, equal compute |" in report and "| ag_news | 4 members, equal steps |" in report

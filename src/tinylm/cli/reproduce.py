@@ -32,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gap/size/overlap/all/overlap-control: fine-tuning seeds per pre-trained model (default: "
                         "the scale's)")
     x.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
-                   help="gap/size/overlap/all: train only share I of N of the models; overlap-control: be worker I "
-                        "of N, taking any model nobody trains yet (run N processes, I = 0..N-1, on one OUT), then "
-                        "run once more without --shard to write the report from the cache")
+                   help="gap/size/overlap/all: train only share I of N of the models; overlap-control and "
+                        "committee: be worker I of N, taking any model nobody trains yet (run N processes, "
+                        "I = 0..N-1, on one OUT), then run once more without --shard to write the report")
     x.add_argument("--pretrain-epochs", type=int, default=None,
                    help="overlap-control: MLM epochs of every variant (default: the scale's)")
     x.add_argument("--tasks", nargs="+", default=None, help="subset of fewrel ag_news dbpedia (default: all)")
@@ -100,7 +100,12 @@ def run_committee(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
     from tinylm.experiments.committee import COMMITTEE_SCALES, reproduce_committee
 
     results = reproduce_committee(COMMITTEE_SCALES[args.scale], args.out, seeds=args.seeds,
-                                  members=args.members, tasks=tasks, root=args.data, device=args.device)
+                                  members=args.members, tasks=tasks, root=args.data, device=args.device,
+                                  shard=args.shard)
+    if args.shard:
+        print(f"worker {args.shard[0]}/{args.shard[1]}: done with what it could take in {args.out}/runs; "
+              "run again without --shard for the report")
+        return 0
     print(report_line(results, args.out))
     return 0
 

@@ -26,11 +26,13 @@ from tinylm.data import TaskData
 from tinylm.distributed import is_main_process
 from tinylm.experiments.pairs import finetune_recipe, load_task_samples, pretrain_quality, sweep_seeds
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_finetune, cached_pretrain, run_dir
+from tinylm.experiments.run_cache import cached_finetune, claimed, claimed_if_free, run_dir
 from tinylm.experiments.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.committee import finetune_committee, pretrain_committee
 from tinylm.train.evaluate import predict_proba
+from tinylm.train.flops import mlm_step_flops
+from tinylm.train.pretrain import pretrain
 from tinylm.validation import TEXT, Allowed, each, instance_of, validate
 
 BOOTSTRAP_SAMPLES = 2000
@@ -49,6 +51,9 @@ class CommitteeScale:
     samples: dict[str, tuple[int, int]]  # task -> (train, test) per label
     seeds: int
     committee_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    # Committee sizes also trained at the deep model's pre-training compute: each member gets the epochs that make
+    # N members' FLOPs equal the deep model's (equal_compute_epochs), rounded to whole epochs.
+    compute_members: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         validate(self)
@@ -56,7 +61,8 @@ class CommitteeScale:
     def rules(self) -> dict[str, Allowed]:
         return {"name": TEXT, "members": COUNT, "member_model": model_preset(), "deep_model": model_preset(),
                 "pretrain": instance_of(PretrainConfig), "finetune": instance_of(FinetuneConfig),
-                "samples": TASK_SAMPLES, "seeds": COUNT, "committee_sizes": each(COUNT)}
+                "samples": TASK_SAMPLES, "seeds": COUNT, "committee_sizes": each(COUNT),
+                "compute_members": each(COUNT, allow_empty=True)}
 
 
 COMMITTEE_SCALES: dict[str, CommitteeScale] = {
@@ -67,13 +73,13 @@ COMMITTEE_SCALES: dict[str, CommitteeScale] = {
         seeds=1,
     ),
     # CPU: the experiments' CPU recipe and shipped 4k vocabulary, 128-wide cpu-1 members against cpu-6, both
-    # pre-trained on the largest CPU size (27,000 articles x 4 epochs, 3,376 MLM steps each): at 12,000 articles
-    # the one-layer members had not left the unigram stage. 4 members, not 32: on 2 cores a member costs as much
-    # as a single model, and 32 of them at this budget do not fit the hour.
+    # pre-trained like the sweep's largest size (27,000 articles x 6 epochs, 10,128 MLM steps each), 3 seeds.
+    # 8 members at the deep model's steps (so also two independent committees of 4), and committees of 4 and 8
+    # at its pre-training FLOPs. About 7 core-hours on this CPU: run it on a GPU (scripts/gpu_parallel_session.py).
     "cpu": CommitteeScale(
-        name="cpu", members=4, member_model="cpu-1", deep_model="cpu-6",
+        name="cpu", members=8, member_model="cpu-1", deep_model="cpu-6",
         pretrain=replace(SCALES["cpu"].pretrain, articles=27_000, snapshots=0), finetune=SCALES["cpu"].finetune,
-        samples=SCALES["cpu"].samples, seeds=1, committee_sizes=(1, 2, 4),
+        samples=SCALES["cpu"].samples, seeds=3, committee_sizes=(1, 2, 4, 8), compute_members=(4, 8),
     ),
 }
 
@@ -87,8 +93,12 @@ def reproduce_committee(
     tasks: tuple[str, ...] = TASK_ORDER,
     root: str | os.PathLike | None = None,
     device: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Train (or re-use) every run, then write OUT/results.json and the report (reports.committee)."""
+    """Train (or re-use) every run, then write OUT/results.json and the report (reports.committee).
+
+    shard=(i, n) makes this process one of n workers sharing OUT/runs (CommitteeSweep.work_through) and writes
+    no report; a call without shard then reports from the cache."""
     from tinylm.reports.committee import render_committee_report
 
     out, started = Path(out), time.perf_counter()
@@ -97,6 +107,9 @@ def reproduce_committee(
                            root, device)
     n_seeds = seeds or scale.seeds
     task_data = load_task_samples(scale, tasks, root)
+    if shard is not None:
+        sweep.work_through(sweep_seeds(n_seeds), shard, task_data)
+        return {"shard": list(shard), "seeds": n_seeds}
     records = []
     for seed in tqdm(sweep_seeds(n_seeds), desc=f"reproduce committee ({scale.name})",
                      disable=not is_main_process(), unit="seed"):
@@ -104,6 +117,7 @@ def reproduce_committee(
     results = results_document(
         {"experiment": "committee", "scale": scale.name, "members": scale.members,
          "member_model": scale.member_model, "deep_model": scale.deep_model, "committee_sizes": list(sweep.sizes),
+         "compute_members": list(scale.compute_members),
          "seeds": n_seeds, "tasks": list(tasks), "pretrain_articles": scale.pretrain.articles,
          "samples_per_label": {t: scale.samples[t] for t in tasks}},
         {"records": records}, started=started)
@@ -121,25 +135,65 @@ class CommitteeSweep:
     root: str | os.PathLike | None
     device: str | None
 
-    def seed_records(self, seed: int, task_data: dict[str, TaskData]) -> list[dict[str, Any]]:
-        """Pre-train one seed's committee and deep model, then fine-tune and compare both on every task."""
+    def pretrain_jobs(self, seed: int) -> list[tuple[str, PretrainConfig, int | None]]:
+        """One seed's pre-trainings: (cache kind, config, members; None for the deep model)."""
         scale, n = self.scale, self.scale.members
-        shallow_pre = replace(scale.pretrain, model=scale.member_model, seed=seed)
-        pre_dir = run_dir(self.runs, f"committee{n}-pretrain", shallow_pre, self.root)
-        if not (pre_dir / "summary.json").is_file():
-            pretrain_committee(shallow_pre, n, pre_dir, root=self.root, device=self.device)
-        deep_pre = replace(scale.pretrain, model=scale.deep_model, seed=seed)
-        deep_dir = cached_pretrain(deep_pre, self.runs, self.root, self.device)
-        return [self.task_record(task, seed, data, pre_dir, deep_dir) for task, data in task_data.items()]
+        member_cfg = replace(scale.pretrain, model=scale.member_model, seed=seed)
+        jobs: list[tuple[str, PretrainConfig, int | None]] = [
+            (f"committee{n}-pretrain", member_cfg, n),
+            ("pretrain", replace(scale.pretrain, model=scale.deep_model, seed=seed), None)]
+        for m in scale.compute_members:
+            jobs.append((f"committee{m}-pretrain", replace(member_cfg, epochs=equal_compute_epochs(scale, m)), m))
+        return jobs
 
-    def task_record(self, task: str, seed: int, data: TaskData, pre_dir: Path, deep_dir: Path) -> dict[str, Any]:
-        """The committee and the deep model (and its scratch twin) fine-tuned on one task, compared on its test."""
+    def pretrained(self, job: tuple[str, PretrainConfig, int | None], wait: bool = True) -> Path | None:
+        """The finished run of one pre-training job, trained here if nobody has; with wait=False, None when
+        another process holds it."""
+        kind, cfg, members = job
+        out = run_dir(self.runs, kind, cfg, self.root)
+        with (claimed(out) if wait else claimed_if_free(out)) as mine:
+            if mine is False:
+                return None
+            if not (out / "summary.json").is_file():
+                if members is None:
+                    pretrain(cfg, out, root=self.root, device=self.device)
+                else:
+                    pretrain_committee(cfg, members, out, root=self.root, device=self.device)
+        return out
+
+    def work_through(self, seeds: list[int], shard: tuple[int, int], task_data: dict[str, TaskData]) -> None:
+        """One of n workers over the cache: its share of the pre-trainings first, then any nobody holds, then
+        every seed's fine-tunings and comparisons (waiting for the models other workers train)."""
+        i, n = shard
+        seeds = list(seeds)
+        jobs = [job for seed in seeds for job in self.pretrain_jobs(seed)]
+        for job in jobs[i::n] + [job for j, job in enumerate(jobs) if j % n != i]:
+            self.pretrained(job, wait=False)
+        for seed in seeds[i::n] + [s for j, s in enumerate(seeds) if j % n != i]:
+            self.seed_records(seed, task_data)
+
+    def seed_records(self, seed: int, task_data: dict[str, TaskData]) -> list[dict[str, Any]]:
+        """Pre-train one seed's committees and deep model, then fine-tune and compare them on every task."""
+        pre_dir, deep_dir, *compute_dirs = [self.pretrained(job) for job in self.pretrain_jobs(seed)]
+        compute = dict(zip(self.scale.compute_members, compute_dirs, strict=True))
+        return [self.task_record(task, seed, data, pre_dir, deep_dir, compute) for task, data in task_data.items()]
+
+    def committee_run(self, ft: FinetuneConfig, members: int, pre_dir: Path, data: TaskData) -> Path:
+        """The fine-tuned committee of `members` from pre_dir (cached)."""
+        cfg = replace(ft, model=self.scale.member_model, init=str(pre_dir))
+        out = run_dir(self.runs, f"committee{members}-finetune", cfg, self.root)
+        with claimed(out):
+            if not (out / "metrics.json").is_file():
+                finetune_committee(cfg, members, out, root=self.root, device=self.device, task_data=data)
+        return out
+
+    def task_record(self, task: str, seed: int, data: TaskData, pre_dir: Path, deep_dir: Path,
+                    compute: dict[int, Path]) -> dict[str, Any]:
+        """The committee and the deep model (and its scratch twin) fine-tuned on one task, compared on its test;
+        and each committee trained at the deep model's compute."""
         scale, n, runs = self.scale, self.scale.members, self.runs
         ft = finetune_recipe(scale, task, seed)
-        shallow_ft = replace(ft, model=scale.member_model, init=str(pre_dir))
-        ft_dir = run_dir(runs, f"committee{n}-finetune", shallow_ft, self.root)
-        if not (ft_dir / "metrics.json").is_file():
-            finetune_committee(shallow_ft, n, ft_dir, root=self.root, device=self.device, task_data=data)
+        ft_dir = self.committee_run(ft, n, pre_dir, data)
         committee_metrics = _read_json(ft_dir / "metrics.json")
         deep = cached_finetune(replace(ft, model=scale.deep_model, init=str(deep_dir)), runs, self.root,
                                self.device, data)
@@ -149,6 +203,20 @@ class CommitteeSweep:
         deep_probs = _deep_probs(runs / deep["run"], [e.text for e in data.test], ft.precision)
         member_probs = np.load(ft_dir / "member_probs.npy")
         labels = np.array([e.label for e in data.test])
+        equal_compute = {}
+        for m, m_pre in compute.items():
+            m_ft = self.committee_run(ft, m, m_pre, data)
+            probs = np.load(m_ft / "member_probs.npy")
+            epochs = _read_json(m_pre / "pretrain_config.json")["epochs"]
+            equal_compute[str(m)] = {
+                "members": m, "epochs": epochs, "compute_ratio": compute_ratio(scale, m, epochs),
+                "member_accuracies": [float((p.argmax(-1) == labels).mean()) for p in probs],
+                "soft_accuracy": float((soft_vote(probs).numpy().argmax(-1) == labels).mean()),
+                "committee_minus_deep": paired_bootstrap(soft_vote(probs).numpy(), deep_probs, labels, seed=seed),
+                "quality": member_qualities(m_pre),
+                "seconds": {"pretrain": _read_json(m_pre / "summary.json")["seconds"],
+                            "finetune": _read_json(m_ft / "metrics.json")["train_seconds"]},
+                "runs": {"pretrain": m_pre.name, "finetune": m_ft.name}}
         return {
             "task": task, "seed": seed, "members": n,
             **committee_record(member_probs, labels, self.sizes),
@@ -162,7 +230,28 @@ class CommitteeSweep:
             "runs": {"committee_pretrain": pre_dir.name, "committee_finetune": ft_dir.name,
                      "deep_pretrain": deep_dir.name, "deep_finetune": deep["run"]},
             "pretrain_config": scale.pretrain.to_dict(), "finetune_config": ft.to_dict(),
+            **({"equal_compute": equal_compute} if equal_compute else {}),
         }
+
+
+def step_flops(scale: CommitteeScale, model: str) -> int:
+    """FLOPs of one pre-training step of `model` with the scale's batch shape and vocabulary (train.flops)."""
+    cfg = scale.pretrain
+    vocab = len(load_tokenizer(cfg.tokenizer))
+    return mlm_step_flops(model, vocab, cfg.batch_size, cfg.seq_len, cfg.mask_prob)
+
+
+def compute_ratio(scale: CommitteeScale, members: int, epochs: int) -> float:
+    """Pre-training FLOPs of `members` members trained `epochs` epochs over the deep model's (same articles and
+    batches, so the same steps per epoch)."""
+    shallow, deep = step_flops(scale, scale.member_model), step_flops(scale, scale.deep_model)
+    return members * shallow * epochs / (deep * scale.pretrain.epochs)
+
+
+def equal_compute_epochs(scale: CommitteeScale, members: int) -> int:
+    """Whole epochs per member that bring `members` members' pre-training FLOPs nearest the deep model's."""
+    best = max(1, round(1 / compute_ratio(scale, members, 1)))
+    return min((best - 1, best, best + 1), key=lambda e: abs(compute_ratio(scale, members, e) - 1) if e else 9e9)
 
 
 def committee_record(member_probs: np.ndarray, labels: np.ndarray, sizes: tuple[int, ...]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,12 +159,63 @@ def _runs_blocks(results: Mapping[str, Any]) -> list[Block]:
          for recs in _by_task(results["records"]).values() for r in recs])]
 
 
+def comparisons(results: Mapping[str, Any]) -> list[tuple[str, Callable[[Mapping[str, Any]], list[float]]]]:
+    """(name, per-record committee accuracies) of every committee the report sets against the deep model: each
+    size k > 1 at the deep model's steps (its groups averaged within a seed), then each size trained at the deep
+    model's pre-training compute."""
+    n = results["members"]
+    out: list[tuple[str, Callable[[Mapping[str, Any]], list[float]]]] = []
+    for k in results["committee_sizes"]:
+        if k > 1:
+            out.append((f"{k} members, equal steps" + (f" (the {n} split in {n // k})" if k < n else ""),
+                        lambda r, k=k: r["subsets"][str(k)]["soft"]))
+    for m in results.get("compute_members") or []:
+        out.append((f"{m} members, equal compute", lambda r, m=m: [r["equal_compute"][str(m)]["soft_accuracy"]]))
+    return out
+
+
+def _over_seeds_blocks(results: Mapping[str, Any]) -> list[Block]:
+    """Committee minus deep per task and comparison: one difference per seed (its committees averaged), the
+    mean over seeds with its Student-t interval; and what each committee cost and learned."""
+    rows, deep, share = [], results["deep_model"], _member_share(results)
+    for task, recs in _by_task(results["records"]).items():
+        for name, accuracies in comparisons(results):
+            diffs = mean_ci([float(np.mean(accuracies(r))) - r["deep_accuracy"] for r in recs])
+            m = name.split()[0]
+            compute = [r["equal_compute"][m] for r in recs] if "compute" in name else []
+            ratio = (f"{compute[0]['compute_ratio']:.2f}" if compute
+                     else f"{int(m) * share:.2f}" if share else "–")
+            quality = [q["mlm_accuracy"] for c in compute for q in c["quality"]] if compute else [
+                q["mlm_accuracy"] for r in recs for q in (r.get("quality") or {}).get("members", [])]
+            rows.append([task, name, ratio, pct(float(np.mean(quality))) if quality else "–",
+                         f"{100 * diffs.mean:+.1f}" + (f" ± {100 * diffs.half_width:.1f}" if diffs.has_ci else ""),
+                         str(diffs.n)])
+    return [Heading(f"Committee minus {deep}, over seeds", 2),
+            Para(f"Soft-vote accuracy minus {deep}'s, in points: one difference per pre-training seed (the seed's "
+                 "committees of that size averaged), then the mean over seeds with its 95 % Student-t half-width. "
+                 f"Compute: the committee's pre-training FLOPs over {deep}'s (tinylm.train.flops, one step of each "
+                 "counted on the same batch; equal-compute members train whole epochs, so the ratio is near, not "
+                 "at, 1)."),
+            Table(["Task", "Committee", "Compute vs deep", "Members' held-out MLM acc. (%)",
+                   "Committee - deep (points)", "Seeds"], rows)]
+
+
+def _member_share(results: Mapping[str, Any]) -> float | None:
+    """One member's FLOPs per step over the deep model's, from a stored equal-compute ratio (None without one)."""
+    for r in results["records"]:
+        for c in (r.get("equal_compute") or {}).values():
+            return c["compute_ratio"] * r["pretrain_config"]["epochs"] / (c["members"] * c["epochs"])
+    return None
+
+
 def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> list[Block]:
     records = results["records"]
     deep, shallow = results["deep_model"], results["member_model"]
     unique = _unique_seconds(records)
-    blocks: list[Block] = [*_intro_blocks(results, unique), *_summary_blocks(results, unique),
-              *_quality_blocks(records, shallow, deep)]
+    # Results written before the equal-compute committees (no compute_members) render as they were written.
+    over_seeds = _over_seeds_blocks(results) if "compute_members" in results else []
+    blocks: list[Block] = [*_intro_blocks(results, unique), *_summary_blocks(results, unique), *over_seeds,
+                           *_quality_blocks(records, shallow, deep)]
     if figure:
         blocks.append(Image(figure, f"accuracy against committee size, with {deep}"))
     for task, recs in _by_task(records).items():
