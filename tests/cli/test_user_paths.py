@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_errors import one_line_error
 from tinylm.checkpoint import save_model
 from tinylm.cli import main
 from tinylm.config import ModelConfig
@@ -33,13 +34,7 @@ LABELS = ["1", "2", "3", "4"]
 def fails(capsys: pytest.CaptureFixture[str], argv: list[str], *words: str) -> str:
     """main(argv) exits 2 with one line on stderr holding every word."""
     capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err.strip()
+    return one_line_error(capsys, argv, *words).strip()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_errors import one_line_error
 from tinylm.cli import main
 from tinylm.data.corpus import read_corpus
 from tinylm.data.user_files import MIN_HELD_PER_LABEL, MIN_TRAIN_PER_LABEL, LabelledSource, load_task_data
@@ -83,12 +84,7 @@ FINETUNE_CASES = {
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], folder: Path, *words: str) -> None:
     """Exit 2, one line naming `words` on stderr, and nothing new in `folder` (where the run folder would be)."""
     before = sorted(folder.iterdir())
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
+    one_line_error(capsys, argv, *words)
     assert sorted(folder.iterdir()) == before  # no run folder, config file, empty folder or temporary file
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_errors import one_line_error
 from tinylm.cli import main
 from tinylm.config import (
     FINETUNE_PRESETS,
@@ -164,12 +165,7 @@ def test_hub_dataset_with_class_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], out: Path, *words: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
+    err = one_line_error(capsys, argv, *words)
     assert not out.exists()
     return err
 
