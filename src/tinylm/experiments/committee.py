@@ -10,6 +10,7 @@ by config hash under OUT/runs, so an interrupted sweep resumes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from tinylm.data import TaskData
 from tinylm.distributed import is_main_process
 from tinylm.experiments.pairs import finetune_recipe, load_task_samples, pretrain_quality, sweep_seeds
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_finetune, claimed, claimed_if_free, run_dir
+from tinylm.experiments.run_cache import cached_finetune, claimed, run_dir
 from tinylm.experiments.scales import COUNT, SCALES, TASK_ORDER, TASK_SAMPLES
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.committee import finetune_committee, pretrain_committee
@@ -151,8 +152,8 @@ class CommitteeSweep:
         another process holds it."""
         kind, cfg, members = job
         out = run_dir(self.runs, kind, cfg, self.root)
-        with (claimed(out) if wait else claimed_if_free(out)) as mine:
-            if mine is False:
+        with claimed(out, wait) as mine:
+            if not mine:
                 return None
             if not (out / "summary.json").is_file():
                 if members is None:
@@ -237,8 +238,13 @@ class CommitteeSweep:
 def step_flops(scale: CommitteeScale, model: str) -> int:
     """FLOPs of one pre-training step of `model` with the scale's batch shape and vocabulary (train.flops)."""
     cfg = scale.pretrain
-    vocab = len(load_tokenizer(cfg.tokenizer))
-    return mlm_step_flops(model, vocab, cfg.batch_size, cfg.seq_len, cfg.mask_prob)
+    return _counted_flops(model, cfg.tokenizer, cfg.batch_size, cfg.seq_len, cfg.mask_prob)
+
+
+@functools.cache
+def _counted_flops(model: str, tokenizer: str, batch_size: int, seq_len: int, mask_prob: float) -> int:
+    # Counting builds the model and runs a step: once per shape, though every seed's jobs and records ask again.
+    return mlm_step_flops(model, len(load_tokenizer(tokenizer)), batch_size, seq_len, mask_prob)
 
 
 def compute_ratio(scale: CommitteeScale, members: int, epochs: int) -> float:

@@ -45,7 +45,7 @@ from tinylm.experiments.pairs import (
     sweep_seeds,
 )
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_pretrain, claimed_if_free, run_dir
+from tinylm.experiments.run_cache import cached_pretrain, claimed, run_dir
 from tinylm.experiments.scales import SCALES, TASK_ORDER, Scale
 from tinylm.io import write_json
 from tinylm.reports.overlap_control import render_overlap_control_report
@@ -206,7 +206,7 @@ def work_through(plan: list[tuple[int, str, float]], shard: tuple[int, int], sca
         pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
         pre_dir = run_dir(runs, kind, pre_cfg, root)
         if not (pre_dir / "summary.json").is_file():
-            with claimed_if_free(pre_dir) as mine:
+            with claimed(pre_dir, wait=False) as mine:
                 if not mine:  # another worker trains it: its fine-tunings wait for the second pass
                     left.append((seed, task, level))
                     continue

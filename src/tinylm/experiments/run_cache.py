@@ -45,33 +45,18 @@ def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig, root: A
 
 
 @contextmanager
-def claimed(out: Path) -> Iterator[None]:
+def claimed(out: Path, wait: bool = True) -> Iterator[bool]:
     """Hold RUN/.lock while a run is checked and trained, so sweeps sharing a cache (`--shard`) never train the
-    same run at once: the second process waits, then finds it finished. Under torchrun every rank trains the run
-    together, so no lock is taken there."""
-    if env_world().distributed:
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@contextmanager
-def claimed_if_free(out: Path) -> Iterator[bool]:
-    """Like claimed, but never waits: yields False (holding nothing) when another process holds RUN/.lock, so a
-    worker of a shared sweep moves on to a run nobody trains yet."""
+    same run at once: the second process waits, then finds it finished. wait=False never waits: it yields False
+    (holding nothing) when another process holds the lock, so a worker moves on to a run nobody trains yet. Under
+    torchrun every rank trains the run together, so no lock is taken there."""
     if env_world().distributed:
         yield True
         return
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
