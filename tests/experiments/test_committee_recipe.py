@@ -112,14 +112,16 @@ def test_cli_reproduce_committee_rejects_bad_members(tmp_path) -> None:
 def test_equal_compute_epochs_bring_the_committee_nearest_the_deep_models_flops() -> None:
     from tinylm.experiments.committee import compute_ratio, equal_compute_epochs
 
-    scale = recipe.COMMITTEE_SCALES["cpu"]  # 6 epochs of batches of 16 x 128 tokens
+    cpu = recipe.COMMITTEE_SCALES["cpu"]  # 2 epochs of batches of 16 x 128 tokens
     # A cpu-6 step costs about 3.6 cpu-1 steps (train.flops counts both on one batch).
-    assert 3 < 1 / compute_ratio(scale, 1, scale.pretrain.epochs) < 4
+    assert 3 < 1 / compute_ratio(cpu, 1, cpu.pretrain.epochs) < 4
+    assert equal_compute_epochs(cpu, 8) == 1 and 1.05 < compute_ratio(cpu, 8, 1) < 1.2
+    six = replace(cpu, pretrain=replace(cpu.pretrain, epochs=6))  # the finer grid of a longer schedule
     for members in (4, 8):
-        epochs = equal_compute_epochs(scale, members)
-        best = compute_ratio(scale, members, epochs)
-        assert all(abs(best - 1) <= abs(compute_ratio(scale, members, e) - 1) for e in range(1, 12))
-    assert equal_compute_epochs(scale, 4) == 5 and equal_compute_epochs(scale, 8) == 3
+        epochs = equal_compute_epochs(six, members)
+        best = compute_ratio(six, members, epochs)
+        assert all(abs(best - 1) <= abs(compute_ratio(six, members, e) - 1) for e in range(1, 12))
+    assert equal_compute_epochs(six, 4) == 5 and equal_compute_epochs(six, 8) == 3
 
 
 @pytest.mark.slow  # ~100-200 s: six pre-trainings, each scored on the held-out openings

@@ -72,12 +72,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("tinylm: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        if _in_process_group():
+            # A rank interrupted mid-run cannot leave the group cleanly (its peers may be gone or mid-collective):
+            # gloo's threads then abort the process at exit. The checkpoint is on disk; leave without teardown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     finally:
         if "torch.distributed" in sys.modules:  # only a run that trained can have joined a process group
             from tinylm.distributed import shutdown_distributed
 
             shutdown_distributed()
+
+
+def _in_process_group() -> bool:
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 __all__ = ["COMMANDS", "PARSER_MODULES", "build_parser", "main", "run"]

@@ -73,14 +73,15 @@ COMMITTEE_SCALES: dict[str, CommitteeScale] = {
         pretrain=SCALES["paper"].pretrain, finetune=SCALES["paper"].finetune, samples=SCALES["paper"].samples,
         seeds=1,
     ),
-    # CPU: the experiments' CPU recipe and shipped 4k vocabulary, 128-wide cpu-1 members against cpu-6, both
-    # pre-trained like the sweep's largest size (27,000 articles x 6 epochs, 10,128 MLM steps each), 3 seeds.
-    # 8 members at the deep model's steps (so also two independent committees of 4), and committees of 4 and 8
-    # at its pre-training FLOPs. About 7 core-hours on this CPU: run it on a GPU (scripts/gpu_parallel_session.py).
+    # CPU: the experiments' CPU recipe and shipped 4k vocabulary, 128-wide cpu-1 members against cpu-6 on the
+    # sweep's largest subset (27,000 articles) for 2 epochs (3,376 MLM steps each), 3 seeds; sized to about
+    # 3 core-hours. 4 members at the deep model's steps (1.12x its pre-training FLOPs) and 8 members at its
+    # FLOPs (1 epoch each, also 1.12x). `--members 8` adds 8 at its steps; a GPU runs more (gpu_parallel_session).
     "cpu": CommitteeScale(
-        name="cpu", members=8, member_model="cpu-1", deep_model="cpu-6",
-        pretrain=replace(SCALES["cpu"].pretrain, articles=27_000, snapshots=0), finetune=SCALES["cpu"].finetune,
-        samples=SCALES["cpu"].samples, seeds=3, committee_sizes=(1, 2, 4, 8), compute_members=(4, 8),
+        name="cpu", members=4, member_model="cpu-1", deep_model="cpu-6",
+        pretrain=replace(SCALES["cpu"].pretrain, articles=27_000, epochs=2, snapshots=0),
+        finetune=SCALES["cpu"].finetune, samples=SCALES["cpu"].samples, seeds=3, committee_sizes=(1, 2, 4, 8),
+        compute_members=(8,),
     ),
 }
 
