@@ -162,6 +162,8 @@ def test_arms_push_overlap_apart_at_one_size(tmp_path, data_root) -> None:
     assert {r["articles"] for r in result["records"]} == {32}
     mass = {arm: r["overlap"]["mass"] for arm, r in by_arm.items()}
     assert mass["low"] < mass["random"] < mass["high"]
+    # Length-matched: every arm the same tokens per opening (the least typical openings are shorter otherwise).
+    assert len({r["tokens_per_article"] for r in result["records"]}) == 1
     # The arms share the scratch twin and differ only in their articles.
     assert len({r["scratch_accuracy"] for r in result["records"]}) == 1
     assert len({r["runs"]["pretrain"] for r in result["records"]}) == 3

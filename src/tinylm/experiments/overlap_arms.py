@@ -6,7 +6,9 @@ smallest) and only the articles differ in topic similarity to the task (mass ove
 near 100 %, so this is not the paper's token overlap: experiments.overlap_control sets that by design): per
 task, a `low` arm of the pool's articles least typical of the task's tokens, the experiments' `random` subset,
 and a `high` arm of the most typical ones (selection.rank_by_task_likeness, chosen by the task's *train* texts;
-the held-out openings of tinylm.train.mlm_quality are never chosen). Each arm is pre-trained with the
+the held-out openings of tinylm.train.mlm_quality are never chosen). The low and high arms match the random
+arm's lengths: as many openings of each token length as it has, so that no arm trains on fewer tokens (the
+least typical openings are shorter on average). Each arm is pre-trained with the
 experiments' recipe and seed and fine-tuned next to the same scratch twin. The report fits the gap on mass
 overlap within each task, at that one size.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tinylm.analysis.overlap import OVERLAP_MEASURES, count_tokens
-from tinylm.analysis.selection import objective, rank_by_task_likeness
+from tinylm.analysis.selection import Selection, objective, rank_by_task_likeness
 from tinylm.config import replace
 from tinylm.experiments.pairs import finetune_pair, sweep_seeds
 from tinylm.experiments.results import results_document, write_results
@@ -45,18 +48,38 @@ def arm_overlaps(pool: Pool, rows: np.ndarray, eval_counts: np.ndarray) -> dict[
 def choose_arms(pool: Pool, tokenizer: Any, data: Any, size: int, seq_len: int, data_seed: int,
                 ) -> dict[str, tuple[np.ndarray, SubsetChoice | None]]:
     """The rows of each arm: the experiments' random subset (the permutation's first `size`), and the low and
-    high rankings among every article but the held-out tail of that permutation."""
+    high rankings among every article but the held-out tail of that permutation, length-matched to it."""
     order = np.random.default_rng(data_seed).permutation(len(pool.articles))
     candidates = np.sort(order[:len(order) - heldout_count(len(order))])
     select_counts = count_tokens(tokenizer, task_texts(data, "train"), seq_len)
     arms: dict[str, tuple[np.ndarray, SubsetChoice | None]] = {"random": (order[:size], None)}
     for arm in ("low", "high"):
-        sel = rank_by_task_likeness(pool.counts, select_counts, size, lowest=arm == "low", candidates=candidates)
+        sel = rank_length_matched(pool, select_counts, order[:size], candidates, lowest=arm == "low")
         chosen = [pool.articles[i] for i in sel.indices]
         summary = {"id": subset_id(chosen), "task": data.name, "articles": size, "arm": arm,
-                   "first": [a.title for a in chosen[:10]]}
+                   "lengths": "matched to the random arm", "first": [a.title for a in chosen[:10]]}
         arms[arm] = (sel.indices, SubsetChoice(sel, chosen, summary))
     return arms
+
+
+def rank_length_matched(pool: Pool, task_counts: np.ndarray, reference: np.ndarray, candidates: np.ndarray, *,
+                        lowest: bool) -> Selection:
+    """The most (or least) task-like candidates, taking at each opening length (in tokens) as many as
+    `reference` has at that length; the reference rows are candidates, so every quota can be met."""
+    lengths = pool_lengths(pool)
+    quotas = Counter(lengths[reference].tolist())
+    parts = [rank_by_task_likeness(pool.counts, task_counts, quota, lowest=lowest,
+                                   candidates=candidates[lengths[candidates] == length])
+             for length, quota in sorted(quotas.items())]
+    indices = np.concatenate([p.indices for p in parts])
+    scores = np.concatenate([p.gains for p in parts])
+    order = np.argsort(scores if lowest else -scores, kind="stable")  # most extreme first, as one ranking
+    return Selection(indices[order], scores[order], float("nan"), None, 0)
+
+
+def pool_lengths(pool: Pool) -> np.ndarray:
+    """Tokens of each pool opening (its first seq_len tokens, no specials)."""
+    return np.asarray(pool.counts.sum(axis=1)).ravel().astype(np.int64)
 
 
 def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = None,
@@ -72,7 +95,7 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
     task_data = {t: scale_task(scale, t, root) for t in tasks}
     tokenizer = load_tokenizer(scale.pretrain.tokenizer, root)
     pool = Pool.load(tokenizer, scale.pretrain.seq_len, None, root)
-    arms, overlaps = {}, {}
+    arms, overlaps, tokens = {}, {}, {}
     for task in tasks:
         eval_counts = count_tokens(tokenizer, task_texts(task_data[task], "all"), scale.pretrain.seq_len)
         for arm, (rows, choice) in choose_arms(pool, tokenizer, task_data[task], size, scale.pretrain.seq_len,
@@ -84,6 +107,7 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
                     write_subset(folder, choice, root)
             arms[(task, arm)] = (folder, choice)
             overlaps[(task, arm)] = arm_overlaps(pool, rows, eval_counts)
+            tokens[(task, arm)] = float(pool_lengths(pool)[rows].mean())
 
     records = []
     for seed in tqdm(sweep_seeds(n_seeds), desc="reproduce arms", unit="seed"):
@@ -97,6 +121,7 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
                                                         task_data[task])
                 records.append({"task": task, "arm": arm, "seed": seed, "articles": size,
                                 "subset": choice.id if choice else None, "overlap": overlaps[(task, arm)],
+                                "tokens_per_article": tokens[(task, arm)],
                                 "pretrained_accuracy": pretrained["accuracy"],
                                 "scratch_accuracy": scratch["accuracy"],
                                 "runs": {"pretrain": pre_dir.name, "finetune": pretrained["run"],

@@ -88,10 +88,13 @@ def plot_arms_gap_vs_overlap(groups: Groups, path: Path, measure: str) -> Path:
 
 
 def build_arms_blocks(results: Mapping[str, Any], groups: Groups, measure: str, figure: str | None) -> list[Block]:
+    # Results written before the arms were length-matched carry no lengths and render as they were written.
+    lengths = all("tokens_per_article" in g[0] for g in groups.values())
     rows = []
     for (task, arm), group in groups.items():
         gap = paired_gap([g["pretrained_accuracy"] for g in group], [g["scratch_accuracy"] for g in group])
-        rows.append([task, arm, *[pct(group[0]["overlap"][m], 2) for m in MEASURES],
+        length = [f"{group[0]['tokens_per_article']:.1f}"] if lengths else []
+        rows.append([task, arm, *[pct(group[0]["overlap"][m], 2) for m in MEASURES], *length,
                      pct(np.mean([g["pretrained_accuracy"] for g in group])), fmt_mean_ci(gap, signed=True)])
     findings = [arms_finding(task, _task_fit(_task_runs(groups, task), measure), measure)
                 for task in dict.fromkeys(t for t, _ in groups)]
@@ -108,8 +111,11 @@ def build_arms_blocks(results: Mapping[str, Any], groups: Groups, measure: str, 
              "weighted (a token seen c times counts min(1, c/10)), mass (coverage of the task's token "
              "distribution at the subset's size). Gap: pre-trained minus scratch accuracy in points, paired by "
              "seed, with its 95% Student-t half-width."),
-        Table(["Task", "Arm", *[f"{m} overlap (%)" for m in MEASURES], "Pre-trained acc. (%)", "Gap (points)"],
-              rows),
+        *([Para("The low and high arms hold as many openings of each token length as the random arm: the "
+                "same tokens per opening (column Tokens) and so the same tokens and steps of pre-training.")]
+          if lengths else []),
+        Table(["Task", "Arm", *[f"{m} overlap (%)" for m in MEASURES], *(["Tokens"] if lengths else []),
+               "Pre-trained acc. (%)", "Gap (points)"], rows),
     ]
     if figure:
         blocks.append(Image(figure, f"gap vs topic similarity ({measure} overlap) at a fixed size"))
