@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tinylm.checkpoint import load_model, shipped_model, to_hf_state_dict
 from tinylm.cli import build_parser, main
 from tinylm.cli.finetune import finetune_config
-from tinylm.config import MODEL_PRESETS, PRETRAIN_PRESETS, SHIPPED_MODELS, PretrainConfig
+from tinylm.config import FINETUNE_PRESETS, MODEL_PRESETS, PRETRAIN_PRESETS, SHIPPED_MODELS, PretrainConfig
 from tinylm.data import load_task
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.finetune import build_classifier
@@ -80,6 +80,13 @@ def test_finetune_starts_from_the_shipped_model_unless_told_otherwise(shipped: P
     assert old.init is None and old.tokenizer == "tinylm-wiki-4k"
     assert config_of("--init", "runs/pt").init == "runs/pt"
     assert "init" not in PRETRAIN_PRESETS["demo"].to_dict()  # the library's configs and their hashes: unchanged
+
+
+def test_the_default_recipe_is_the_one_the_shipped_model_was_measured_with(shipped: Path) -> None:
+    bare = finetune_config(build_parser().parse_args(["finetune", "--train-file", "f.csv", "--out", "unused"]))
+    demo = FINETUNE_PRESETS["demo"]
+    assert bare.init == NAME and (bare.epochs, bare.lr, bare.warmup_ratio) == (demo.epochs, demo.lr, demo.warmup_ratio)
+    assert bare.train_per_label is None  # a user's file is used whole, not the preset's per-label sample
 
 
 def test_the_default_start_is_the_shipped_weights_and_the_twin_is_not(shipped: Path) -> None:
