@@ -168,3 +168,23 @@ def test_arms_push_overlap_apart_at_one_size(tmp_path, data_root) -> None:
     assert len({r["scratch_accuracy"] for r in result["records"]}) == 1
     assert len({r["runs"]["pretrain"] for r in result["records"]}) == 3
     assert "fixed pre-training size" in (tmp_path / "arms" / "report.md").read_text()
+
+
+def test_arms_workers_share_the_cache_and_the_report_pass_trains_nothing(tmp_path, data_root, monkeypatch) -> None:
+    from tinylm.experiments.overlap_arms import reproduce_arms
+
+    scale, out = replace(TINY, seeds=1), tmp_path / "arms"
+    assert reproduce_arms(scale, out, tasks=("ag_news",), root=data_root, shard=(1, 2)) == {"shard": [1, 2],
+                                                                                          "models": 3}
+    assert not (out / "results.json").exists()
+    pretrained = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("pretrain"))
+    assert len(pretrained) == 3  # the one worker took its share, then the rest nobody held
+    monkeypatch.setattr(runs_module, "pretrain", _refuse)
+    monkeypatch.setattr(runs_module, "finetune", _refuse)
+    result = reproduce_arms(scale, out, tasks=("ag_news",), root=data_root)
+    assert {r["arm"] for r in result["records"]} == {"low", "random", "high"}
+    assert sorted(r["runs"]["pretrain"] for r in result["records"]) == pretrained
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a cached run was trained again")

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gap/size/overlap/all/overlap-control: fine-tuning seeds per pre-trained model (default: "
                         "the scale's)")
     x.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
-                   help="gap/size/overlap/all: train only share I of N of the models; overlap-control and "
+                   help="gap/size/overlap/all: train only share I of N of the models; overlap-control, arms and "
                         "committee: be worker I of N, taking any model nobody trains yet (run N processes, "
                         "I = 0..N-1, on one OUT), then run once more without --shard to write the report")
     x.add_argument("--pretrain-epochs", type=int, default=None,
@@ -136,8 +136,15 @@ def run_arms(args: argparse.Namespace, tasks: tuple[str, ...]) -> int:
     from tinylm.experiments.overlap_arms import reproduce_arms
     from tinylm.experiments.scales import SCALES
 
+    if args.sizes and len(args.sizes) > 1:
+        raise ValueError("arms compares at one size: give one --sizes value")
     results = reproduce_arms(SCALES[args.scale], args.out, seeds=args.seeds, tasks=tasks, runs=args.runs,
-                             root=args.data, device=args.device)
+                             root=args.data, device=args.device, size=args.sizes[0] if args.sizes else None,
+                             shard=args.shard)
+    if args.shard:
+        print(f"worker {args.shard[0]}/{args.shard[1]}: done with what it could take in {args.out}/runs; "
+              "run again without --shard for the report")
+        return 0
     print(report_line(results, args.out))
     return 0
 

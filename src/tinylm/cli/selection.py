@@ -43,7 +43,8 @@ def add_reproduce_flags(reproduce: argparse.ArgumentParser) -> None:
                                                         "OUT/runs re-uses their random-subset and scratch runs")
     reproduce.add_argument("--fit", default=None, help="selection: results.json holding the gap-vs-overlap fit "
                                                        "(default: docs/results/<scale>/results.json)")
-    reproduce.add_argument("--sizes", type=int, nargs="+", default=None, help="selection: subset sizes")
+    reproduce.add_argument("--sizes", type=int, nargs="+", default=None,
+                           help="selection: subset sizes; arms: the one size (default: the scale's, 12000 at cpu)")
     reproduce.add_argument("--measures", nargs="+", choices=SELECTION_MEASURES, default=None,
                            help="selection: selection measures to compare with random (default: weighted mass)")
 

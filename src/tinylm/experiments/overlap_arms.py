@@ -1,9 +1,10 @@
 """`tinylm reproduce arms`: the gap against topic similarity at a fixed pre-training size.
 
 Experiment 3 relates the gap to overlap across pre-training sizes, so size and overlap move together (and at
-the CPU scale's 4k vocabulary the paper's token overlap is saturated). Here the size is fixed (the scale's
-smallest) and only the articles differ in topic similarity to the task (mass overlap; their token overlap stays
-near 100 %, so this is not the paper's token overlap: experiments.overlap_control sets that by design): per
+the CPU scale's 4k vocabulary the paper's token overlap is saturated). Here the size is fixed (ARMS_SIZE, or
+the scale's smallest) and only the articles differ in topic similarity to the task (mass overlap; their token
+overlap stays near 100 %, so this is not the paper's token overlap: experiments.overlap_control sets that by
+design): per
 task, a `low` arm of the pool's articles least typical of the task's tokens, the experiments' `random` subset,
 and a `high` arm of the most typical ones (selection.rank_by_task_likeness, chosen by the task's *train* texts;
 the held-out openings of tinylm.train.mlm_quality are never chosen). The low and high arms match the random
@@ -29,12 +30,16 @@ from tinylm.analysis.selection import Selection, objective, rank_by_task_likenes
 from tinylm.config import replace
 from tinylm.experiments.pairs import finetune_pair, sweep_seeds
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_pretrain
+from tinylm.experiments.run_cache import Pretraining, cached_pretrain, work_through
 from tinylm.experiments.scales import TASK_ORDER, Scale
 from tinylm.experiments.selection import Pool, SubsetChoice, scale_task, subset_id, task_texts, write_subset
 from tinylm.reports.arms import ARMS, render_arms_report
 from tinylm.tokenizer import load_tokenizer
 from tinylm.train.mlm_quality import heldout_count
+
+# The size the arms are compared at: the smallest at which the sweep's MLM has left the unigram stage (cpu:
+# 23.4 % held-out accuracy at 12,000 articles against 6.2 % at 6,000; docs/results/cpu/report.md).
+ARMS_SIZE = {"cpu": 12_000}
 
 
 def arm_overlaps(pool: Pool, rows: np.ndarray, eval_counts: np.ndarray) -> dict[str, float]:
@@ -85,12 +90,15 @@ def pool_lengths(pool: Pool) -> np.ndarray:
 def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = None,
                    tasks: tuple[str, ...] = TASK_ORDER, runs: str | os.PathLike | None = None,
                    root: str | os.PathLike | None = None, device: str | None = None,
-                   size: int | None = None) -> dict[str, Any]:
+                   size: int | None = None, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Pre-train the low and high arms of every task (the random arm and scratch twins come from the run cache
-    when `runs` is the experiments' OUT/runs); write results.json, report.md/html and the plot into `out`."""
+    when `runs` is the experiments' OUT/runs); write results.json, report.md/html and the plot into `out`.
+
+    shard=(i, n) makes this process one of n workers sharing the cache (run_cache.work_through) and writes no
+    report; a call without shard then reports from the cache."""
     out, started = Path(out), time.perf_counter()
     runs_dir = Path(runs) if runs else out / "runs"
-    size = size or min(scale.sizes)
+    size = size or ARMS_SIZE.get(scale.name, min(scale.sizes))
     n_seeds = seeds or scale.seeds
     task_data = {t: scale_task(scale, t, root) for t in tasks}
     tokenizer = load_tokenizer(scale.pretrain.tokenizer, root)
@@ -109,16 +117,29 @@ def reproduce_arms(scale: Scale, out: str | os.PathLike, *, seeds: int | None = 
             overlaps[(task, arm)] = arm_overlaps(pool, rows, eval_counts)
             tokens[(task, arm)] = float(pool_lengths(pool)[rows].mean())
 
+    def pretraining(item: tuple[int, str, str]) -> Pretraining:
+        """An arm's pre-training: the random arm reads the data folder, the others their subset's folder."""
+        seed, task, arm = item
+        cfg = replace(scale.pretrain, articles=size, seed=seed)
+        folder, choice = arms[(task, arm)]
+        return (cfg, "pretrain", root) if folder is None else (cfg, f"pretrain-{arm}-{choice.id}", folder)
+
+    def finetunes(item: tuple[int, str, str], pre_dir: Path) -> Any:
+        seed, task, _ = item
+        return finetune_pair(scale, task, seed, pre_dir, runs_dir, root, device, task_data[task])
+
+    plan = [(seed, task, arm) for seed in sweep_seeds(n_seeds) for task in tasks for arm in ARMS]
+    if shard is not None:
+        work_through(plan, shard, runs_dir, device, pretraining, finetunes)
+        return {"shard": list(shard), "models": len(plan)}
     records = []
     for seed in tqdm(sweep_seeds(n_seeds), desc="reproduce arms", unit="seed"):
-        pre_cfg = replace(scale.pretrain, articles=size, seed=seed)
         for task in tasks:
             for arm in ARMS:
-                folder, choice = arms[(task, arm)]
-                pre_dir = (cached_pretrain(pre_cfg, runs_dir, root, device) if folder is None else
-                           cached_pretrain(pre_cfg, runs_dir, folder, device, kind=f"pretrain-{arm}-{choice.id}"))
-                pretrained, scratch, ft = finetune_pair(scale, task, seed, pre_dir, runs_dir, root, device,
-                                                        task_data[task])
+                choice = arms[(task, arm)][1]
+                pre_cfg, kind, data = pretraining((seed, task, arm))
+                pre_dir = cached_pretrain(pre_cfg, runs_dir, data, device, kind=kind)
+                pretrained, scratch, ft = finetunes((seed, task, arm), pre_dir)
                 records.append({"task": task, "arm": arm, "seed": seed, "articles": size,
                                 "subset": choice.id if choice else None, "overlap": overlaps[(task, arm)],
                                 "tokens_per_article": tokens[(task, arm)],

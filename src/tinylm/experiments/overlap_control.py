@@ -36,6 +36,7 @@ from tinylm.data import TaskData
 from tinylm.data.encoding import encode_cached
 from tinylm.data.withhold import REPLACEMENT, WITHHELD_KEY, withhold_tokens
 from tinylm.distributed import is_main_process
+from tinylm.experiments import run_cache
 from tinylm.experiments.pairs import (
     finetune_pair,
     finetune_seeds,
@@ -45,11 +46,11 @@ from tinylm.experiments.pairs import (
     sweep_seeds,
 )
 from tinylm.experiments.results import results_document, write_results
-from tinylm.experiments.run_cache import cached_pretrain, claimed, run_dir
+from tinylm.experiments.run_cache import Pretraining, cached_pretrain
 from tinylm.experiments.scales import SCALES, TASK_ORDER, Scale
 from tinylm.io import write_json
 from tinylm.reports.overlap_control import render_overlap_control_report
-from tinylm.train.pretrain import pretrain, pretraining_texts, pretraining_tokenizer
+from tinylm.train.pretrain import pretraining_texts, pretraining_tokenizer
 from tinylm.validation import TEXT, Allowed, each, instance_of, integer, number, validate
 
 LEVELS = (1.0, 0.9, 0.75, 0.5)
@@ -196,28 +197,15 @@ def variant_pretrain(scale: OverlapControlScale, variant: dict[str, Any], seed: 
 def work_through(plan: list[tuple[int, str, float]], shard: tuple[int, int], scale: OverlapControlScale,
                  variants: dict[tuple[str, float], dict[str, Any]], task_data: dict[str, TaskData], runs: Path,
                  root: str | os.PathLike | None, device: str | None) -> None:
-    """One of n workers: its own share of the plan first (every n-th model from i), then the others', skipping
-    any pre-training another worker holds; each pre-trained model's fine-tunings follow it in the same worker.
-    Workers balance themselves, since one that finishes early takes the models nobody has started."""
-    i, n = shard
-    order = plan[i::n] + [item for j, item in enumerate(plan) if j % n != i]
-    left = []
-    for seed, task, level in order:
-        pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
-        pre_dir = run_dir(runs, kind, pre_cfg, root)
-        if not (pre_dir / "summary.json").is_file():
-            with claimed(pre_dir, wait=False) as mine:
-                if not mine:  # another worker trains it: its fine-tunings wait for the second pass
-                    left.append((seed, task, level))
-                    continue
-                if not (pre_dir / "summary.json").is_file():
-                    pretrain(pre_cfg, pre_dir, root=root, device=device)
+    """One of n workers over the (seed, task, level) plan (run_cache.work_through)."""
+
+    def pretraining(item: tuple[int, str, float]) -> Pretraining:
+        seed, task, level = item
+        return (*variant_pretrain(scale, variants[(task, level)], seed), root)
+
+    def finetunes(item: tuple[int, str, float], pre_dir: Path) -> None:
+        seed, task, _ = item
         for ft_seed in finetune_seeds(seed, scale.base.finetune_seeds):
             finetune_pair(scale.base, task, ft_seed, pre_dir, runs, root, device, task_data[task])
-    # The second pass waits for those models (a task shares its level-100 % model with the others), then helps
-    # fine-tune them; the run cache's locks keep two workers off the same fine-tuning.
-    for seed, task, level in left:
-        pre_cfg, kind = variant_pretrain(scale, variants[(task, level)], seed)
-        pre_dir = cached_pretrain(pre_cfg, runs, root, device, kind=kind)
-        for ft_seed in finetune_seeds(seed, scale.base.finetune_seeds):
-            finetune_pair(scale.base, task, ft_seed, pre_dir, runs, root, device, task_data[task])
+
+    run_cache.work_through(plan, shard, runs, device, pretraining, finetunes)

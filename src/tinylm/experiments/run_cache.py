@@ -11,10 +11,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tinylm.config import MODEL_PRESETS, FinetuneConfig, PretrainConfig, config_hash
 from tinylm.data.errors import DataError
@@ -22,6 +22,10 @@ from tinylm.distributed import env_world
 from tinylm.tokenizer import vocabulary_file
 from tinylm.train.finetune import finetune
 from tinylm.train.pretrain import pretrain
+
+Item = TypeVar("Item")
+# (config, run kind, data root) of one plan item's pre-training: a selected subset's folder is its data root.
+Pretraining = tuple[PretrainConfig, str, Any]
 
 
 def run_dir(runs: Path, kind: str, cfg: PretrainConfig | FinetuneConfig, root: Any = None) -> Path:
@@ -101,3 +105,30 @@ def cached_finetune(cfg: FinetuneConfig, runs: Path, root: Any = None, device: s
         if not (out / "metrics.json").is_file():
             finetune(cfg, out, root=root, device=device, task_data=task_data)
     return {**json.loads((out / "metrics.json").read_text()), "run": out.name}
+
+
+def work_through(plan: Sequence[Item], shard: tuple[int, int], runs: Path, device: str | None,
+                 pretraining: Callable[[Item], Pretraining], finetunes: Callable[[Item, Path], None]) -> None:
+    """One of n workers over a sweep's cache (`reproduce ... --shard I/N`): its own share of the plan first (every
+    n-th item from i), then the others', skipping any pre-training another worker holds; each pre-trained model's
+    fine-tunings (`finetunes(item, run)`) follow it in the same worker. Workers balance themselves, since one that
+    finishes early takes the models nobody has started."""
+    i, n = shard
+    order = [*plan[i::n], *(item for j, item in enumerate(plan) if j % n != i)]
+    left = []
+    for item in order:
+        cfg, kind, root = pretraining(item)
+        pre_dir = run_dir(runs, kind, cfg, root)
+        if not (pre_dir / "summary.json").is_file():
+            with claimed(pre_dir, wait=False) as mine:
+                if not mine:  # another worker trains it: its fine-tunings wait for the second pass
+                    left.append(item)
+                    continue
+                if not (pre_dir / "summary.json").is_file():
+                    pretrain(cfg, pre_dir, root=root, device=device)
+        finetunes(item, pre_dir)
+    # The second pass waits for those models (items may share one, e.g. a random subset), then helps fine-tune
+    # them; the cache's locks keep two workers off the same fine-tuning.
+    for item in left:
+        cfg, kind, root = pretraining(item)
+        finetunes(item, cached_pretrain(cfg, runs, root, device, kind=kind))
