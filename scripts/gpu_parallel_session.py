@@ -7,15 +7,15 @@ benchmarks/gpu_concurrency.py measured (docs/results/gpu/gpu_concurrency.json) t
 steps in 12-21 ms per process with 6-12 processes on one H200, about 500-590 steps/s in all, against 30/s for one
 process. So this session runs, each as its own process (TINYLM_THREADS=1), until --deadline seconds:
 
-1. `reproduce overlap-control --scale cpu` (or `--experiment committee`: `reproduce committee --scale cpu`) as
-   --workers self-balancing workers (--shard I/N) over one cache, overlap-control with --oc-epochs MLM epochs,
+1. `reproduce overlap-control --scale cpu` (or `--experiment committee|arms`: `reproduce committee|arms --scale cpu`)
+   as --workers self-balancing workers (--shard I/N) over one cache, overlap-control with --oc-epochs MLM epochs,
    --levels and --finetune-seeds; then, if every worker finished, the report pass.
 2. Candidates for the shipped pre-trained model (issue 26): the `demo` architecture and 4k vocabulary on every
    non-held-out Wikipedia opening, at batch 128 with the learning rates in --shipped-lrs (chosen afterwards on
    held-out openings, which pre-training's own summary scores).
 
-What comes back (at most 8 files): session.log, overlap_control.tar.gz or committee.tar.gz (results, report
-and every run folder's small files: configs, summaries, metrics, withhold lists), shipped-lr*.tar.gz (each
+What comes back (at most 8 files): session.log, overlap_control.tar.gz, committee.tar.gz or arms.tar.gz (results,
+report and every run folder's small files: configs, summaries, metrics, withhold lists), shipped-lr*.tar.gz (each
 candidate's run folder without checkpoints), workers.json (exit codes and seconds of every process).
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 SMALL_FILES = ("summary.json", "metrics.json", "pretrain_config.json", "finetune_config.json", "results.json")
 
 
-# --quick: the CLI with the CPU scale's overlap-control and committee shrunk to a few openings (a smoke run).
+# --quick: the CLI with the CPU scale's overlap-control, committee and arms shrunk to a few openings (a smoke run).
 QUICK_CLI = """import sys
 from tinylm.config import replace
 import tinylm.experiments.overlap_control as oc
@@ -46,6 +46,12 @@ c = cm.COMMITTEE_SCALES["cpu"]
 cm.COMMITTEE_SCALES["cpu"] = replace(c, members=4, committee_sizes=(1, 2, 4), compute_members=(2,), seeds=2,
                                      pretrain=replace(c.pretrain, articles=48, epochs=2, seq_len=64),
                                      finetune=replace(c.finetune, epochs=1, max_length=64), samples=base.samples)
+import tinylm.experiments.scales as sc
+import tinylm.experiments.overlap_arms as arms
+s = sc.SCALES["cpu"]
+sc.SCALES["cpu"] = replace(s, pretrain=replace(s.pretrain, epochs=1, seq_len=64), samples=base.samples, seeds=2,
+                           finetune=replace(s.finetune, epochs=1, max_length=64))
+arms.ARMS_SIZE["cpu"] = 48
 from tinylm.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -96,7 +102,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="CPU smoke run at tiny sizes")
     p.add_argument("--deadline", type=float, default=480, help="seconds after the start when training stops")
     p.add_argument("--report-s", type=float, default=50, help="seconds allowed for the report pass")
-    p.add_argument("--experiment", choices=["overlap-control", "committee"], default="overlap-control")
+    p.add_argument("--experiment", choices=["overlap-control", "committee", "arms"], default="overlap-control")
     p.add_argument("--workers", type=int, default=21)
     p.add_argument("--oc-epochs", type=int, default=4)
     p.add_argument("--levels", nargs="+", default=["1", "0.75", "0.5"])
