@@ -9,6 +9,7 @@ stands in for the shipped one (monkeypatched into config.SHIPPED_MODELS); the la
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -111,6 +112,22 @@ def test_finetune_without_init_trains_from_the_shipped_model_and_predicts(shippe
     capsys.readouterr()
     assert main(["predict", str(out), "Oil prices rose sharply on Monday."]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in {"World", "Sports", "Business", "Sci/Tech"}
+
+
+def test_demo_shipped_fine_tunes_the_shipped_model_and_its_twin_without_pre_training(
+        shipped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    demo = FINETUNE_PRESETS["demo"]
+    monkeypatch.setitem(FINETUNE_PRESETS, "demo", dataclasses.replace(demo, epochs=1, max_length=32,
+                                                                      train_per_label=4, test_per_label=2))
+    out = tmp_path / "demo"
+    assert main(["demo", "--shipped", "--out", str(out)]) == 0
+    assert "(shipped, " in capsys.readouterr().out and not (out / "pretrain").exists()
+    pre = json.loads((out / "finetune-pretrained" / "finetune_config.json").read_text())
+    twin = json.loads((out / "finetune-scratch" / "finetune_config.json").read_text())
+    assert (pre["init"], twin.get("init"), twin["tokenizer"]) == (NAME, None, NAME)
+    results = json.loads((out / "results.json").read_text())
+    assert results["pretrain"]["model"] == NAME and results["pretrained"]["test_examples"] == 8
 
 
 def test_a_shipped_model_that_is_not_installed_is_a_one_line_error(tmp_path: Path, data_root: Path,
