@@ -94,6 +94,8 @@ def _unique_seconds(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     for r in records:
         for kind, name in r["runs"].items():
             unique[name] = r["seconds"][kind]
+        for c in (r.get("equal_compute") or {}).values():  # the committees trained at the deep model's compute
+            unique.update({c["runs"][kind]: c["seconds"][kind] for kind in ("pretrain", "finetune")})
     return unique
 
 
@@ -214,8 +216,9 @@ def build_committee_blocks(results: Mapping[str, Any], figure: str | None) -> li
     unique = _unique_seconds(records)
     # Results written before the equal-compute committees (no compute_members) render as they were written.
     over_seeds = _over_seeds_blocks(results) if "compute_members" in results else []
+    per_run = _per_run_quality_blocks(results) if "compute_members" in results else []
     blocks: list[Block] = [*_intro_blocks(results, unique), *_summary_blocks(results, unique), *over_seeds,
-                           *_quality_blocks(records, shallow, deep)]
+                           *_quality_blocks(records, shallow, deep), *per_run]
     if figure:
         blocks.append(Image(figure, f"accuracy against committee size, with {deep}"))
     for task, recs in _by_task(records).items():
@@ -248,6 +251,29 @@ def _quality_blocks(records: Sequence[Mapping[str, Any]], shallow: str, deep: st
                     + ", ".join(gaps) + "." if gaps else "")),
             Table(["Model", "Runs", "Held-out MLM acc. (%)", "Unigram acc. (%)", "MLM loss", "Unigram loss"],
                   [row(f"{shallow} (each member)", members), row(deep, list(deeps.values()))])]
+
+
+def _per_run_quality_blocks(results: Mapping[str, Any]) -> list[Block]:
+    """Every pre-training run's held-out MLM accuracy, each member's own: did every member learn?"""
+    rows, seen = [], set()
+    deep, shallow, n = results["deep_model"], results["member_model"], results["members"]
+    for r in sorted(results["records"], key=lambda r: r["seed"]):
+        epochs = r["pretrain_config"]["epochs"]
+        runs = [(r["runs"]["deep_pretrain"], deep, epochs, [r["quality"]["deep"]]),
+                (r["runs"]["committee_pretrain"], f"{n} x {shallow}", epochs, r["quality"]["members"])]
+        runs += [(c["runs"]["pretrain"], f"{c['members']} x {shallow}", c["epochs"], c["quality"])
+                 for c in (r.get("equal_compute") or {}).values()]
+        for name, model, run_epochs, qualities in runs:
+            if name in seen or not qualities or not all(qualities):
+                continue
+            seen.add(name)
+            rows.append([str(r["seed"]), model, str(run_epochs),
+                         ", ".join(pct(q["mlm_accuracy"]) for q in qualities)])
+    if not rows:
+        return []
+    return [Heading("Held-out MLM accuracy of every pre-training run", 2),
+            Para("One row per pre-training run; a committee's members are scored one by one (%)."),
+            Table(["Seed", "Model", "Epochs", "Held-out MLM acc. (%)"], rows)]
 
 
 def render_committee_report(results: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
