@@ -105,6 +105,23 @@ def test_committee_record_and_bootstrap_on_known_votes() -> None:
     assert b["difference"] == 1.0 and b["low"] == 1.0 and b["high"] == 1.0
 
 
+def test_committee_finding_judges_several_seeds_by_their_interval_and_one_seed_by_its_texts() -> None:
+    from tinylm.analysis.stats import mean_ci
+    from tinylm.reports.committee import committee_finding
+
+    straddling = [{"low": -0.05, "high": 0.01}] * 3
+    below = mean_ci([-0.02, -0.03, -0.025])  # every seed behind: the interval over seeds lies below 0
+    assert "falls short by 2.5 points, its interval over seeds below 0" in committee_finding(
+        "t", below, straddling, 4, "deep")
+    spread = mean_ci([-0.08, 0.01, 0.02])  # a mean below 0 whose interval over seeds includes 0
+    text = committee_finding("t", spread, [{"low": -0.1, "high": -0.06}] * 3, 8, "deep", how=" at equal compute")
+    assert "no difference the seeds resolve" in text and "committee of 8 at equal compute minus deep" in text
+    assert "beats the deep model" in committee_finding("t", mean_ci([0.03, 0.04, 0.05]), straddling, 4, "deep")
+    one = mean_ci([-0.02])  # one seed: only the bootstrap over test texts can judge
+    assert "within what the test sample alone could produce" in committee_finding("t", one, straddling[:1], 4, "d")
+    assert "within" not in committee_finding("t", one, [{"low": -0.05, "high": -0.01}], 4, "d")
+
+
 def test_cli_reproduce_committee_rejects_bad_members(tmp_path) -> None:
     assert main(["reproduce", "committee", "--members", "0", "--out", str(tmp_path / "x")]) == 2
 

@@ -72,13 +72,22 @@ def plot_accuracy_vs_members(results: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def committee_finding(task: str, diffs: MeanCI, boots: Sequence[Mapping[str, float]], n: int, deep: str) -> str:
-    """One sentence per task, generated from the numbers: does the full committee reach the deep model?"""
+def committee_finding(task: str, diffs: MeanCI, boots: Sequence[Mapping[str, float]], n: int, deep: str,
+                      how: str = "") -> str:
+    """One sentence per task, generated from the numbers: does the committee of n (trained `how`) reach the deep
+    model? Over several seeds the verdict is the interval over seeds; with one seed, the bootstrap over texts."""
     d = 100 * diffs.mean
     boot = "; ".join(f"[{100 * b['low']:+.1f}, {100 * b['high']:+.1f}]" for b in boots)
-    where = f"committee of {n} minus {deep}: {d:+.1f} points"
+    where = f"committee of {n}{how} minus {deep}: {d:+.1f} points"
     ci = f" (± {100 * diffs.half_width:.1f} over {diffs.n} seeds)" if diffs.has_ci else ""
-    if d >= 0:
+    if diffs.has_ci:
+        if diffs.low > 0:
+            verdict = f"the committee beats the deep model by {d:.1f} points, its interval over seeds above 0"
+        elif diffs.high < 0:
+            verdict = f"the committee falls short by {-d:.1f} points, its interval over seeds below 0"
+        else:
+            verdict = "no difference the seeds resolve (the interval over seeds includes 0)"
+    elif d >= 0:
         verdict = "the committee reaches the deep model"
     elif all(b["high"] >= 0 for b in boots):
         verdict = (f"the committee falls short by {-d:.1f} points, within what the test sample alone "
@@ -122,12 +131,24 @@ def _summary_blocks(results: Mapping[str, Any], unique: Mapping[str, float]) -> 
     for task, recs in _by_task(records).items():
         diffs = mean_ci([r["committee_minus_deep"]["difference"] for r in recs])
         findings.append(committee_finding(task, diffs, [r["committee_minus_deep"] for r in recs], n, deep))
+        for m in results.get("compute_members") or []:
+            runs = [r["equal_compute"][str(m)] for r in recs]
+            diffs = mean_ci([c["committee_minus_deep"]["difference"] for c in runs])
+            findings.append(committee_finding(task, diffs, [c["committee_minus_deep"] for c in runs], m, deep,
+                                              how=" at equal compute"))
     side = {kind: sum(unique[name] for name in {r["runs"][kind] for r in records})
             for kind in ("committee_pretrain", "committee_finetune", "deep_pretrain", "deep_finetune")}
+    equal_compute = ""
+    for m in results.get("compute_members") or []:
+        runs = [r["equal_compute"][str(m)] for r in records]
+        pre = sum({c["runs"]["pretrain"]: c["seconds"]["pretrain"] for c in runs}.values())
+        fine = sum({c["runs"]["finetune"]: c["seconds"]["finetune"] for c in runs}.values())
+        equal_compute += (f"; the {m} members at equal compute: {(pre + fine) / 60:.0f} min "
+                          f"(pre-training {pre / 60:.0f})")
     return [Heading("Summary", 2), Bullets(findings), Para(
-        f"Training time (wall clock as measured, so only a rough guide on a shared machine): the committee "
-        f"{(side['committee_pretrain'] + side['committee_finetune']) / 60:.0f} min "
-        f"(pre-training {side['committee_pretrain'] / 60:.0f}), {deep} "
+        f"Training time, all seeds (wall clock as measured, so only a rough guide on a shared machine): the "
+        f"committee of {n}: {(side['committee_pretrain'] + side['committee_finetune']) / 60:.0f} min "
+        f"(pre-training {side['committee_pretrain'] / 60:.0f}){equal_compute}; {deep}: "
         f"{(side['deep_pretrain'] + side['deep_finetune']) / 60:.0f} min (pre-training "
         f"{side['deep_pretrain'] / 60:.0f}). Both sides see the same articles for the same epochs; the committee "
         f"does the training work of {n} {shallow} models. Inference latency is measured separately by "
