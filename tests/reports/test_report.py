@@ -244,3 +244,25 @@ def test_overlap_that_barely_varies_is_not_claim_3(tmp_path: Path) -> None:
     md = render_report(nested, tmp_path)[0].read_text()
     assert "Claim 3, the gap grows with token overlap: not established." in md
     assert "this fit measures the size effect" in md
+
+
+def test_arms_with_several_seeds_fit_one_slope_per_seed_and_judge_by_the_interval(tmp_path: Path) -> None:
+    from tinylm.reports.arms import render_arms_report
+
+    # Seed s's arms: mass overlap 10 / 20 / 30 %, gap = slope_s * overlap + 5 points, one shared scratch twin.
+    slopes = {0: 0.9, 1: 1.0, 2: 1.1}  # mean 1.0, sd 0.1, half-width 4.3027 * 0.1 / sqrt(3) = 0.248
+    records = [{"task": "ag_news", "arm": arm, "seed": seed, "articles": 100,
+                "overlap": {"token": 0.999, "type": 0.9, "weighted": 0.8, "mass": m / 100},
+                "tokens_per_article": 120.0, "scratch_accuracy": 0.5,
+                "pretrained_accuracy": 0.5 + (slope * m + 5) / 100}
+               for seed, slope in slopes.items()
+               for arm, m in zip(("low", "random", "high"), (10, 20, 30), strict=True)]
+    render_arms_report({"scale": "tiny", "articles": 100, "seeds": 3, "records": records}, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "+0.90, +1.00, +1.10" in text and "+1.00 [+0.75, +1.25]" in text
+    assert "ag_news: the gap grows with mass overlap (the interval lies above 0)" in text
+    # A seed whose slope has the other sign widens the interval past 0: a null result, stated as such.
+    flipped = [dict(r, pretrained_accuracy=0.5 + (-3 * m + 5) / 100) if r["seed"] == 2 else r
+               for r, m in zip(records, [10, 20, 30] * 3, strict=True)]
+    render_arms_report({"scale": "tiny", "articles": 100, "seeds": 3, "records": flipped}, tmp_path)
+    assert "ag_news: null result: the interval includes 0" in (tmp_path / "report.md").read_text()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.overlap import LineFit, fit_line
-from tinylm.analysis.stats import MeanCI, mean_ci, paired_gap
+from tinylm.analysis.stats import MeanCI, mean_ci, paired_gap, slopes_by_seed
 from tinylm.data.tasks import TASKS
 
 
@@ -172,7 +172,7 @@ def seed_slopes(runs: Sequence[Mapping[str, Any]]) -> dict[int, float]:
     for size in sorted({r["articles"] for r in runs}):
         for seed, (_, _, gaps) in per_seed_means([r for r in runs if r["articles"] == size]).items():
             points[seed].append((size, float(np.mean(gaps))))
-    return {seed: float(np.polyfit(*zip(*p, strict=True), 1)[0]) for seed, p in sorted(points.items()) if len(p) > 1}
+    return slopes_by_seed(points)
 
 
 def try_fit(x: Sequence[float], y: Sequence[float], confidence: float) -> LineFit | None:

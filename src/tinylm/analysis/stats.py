@@ -1,9 +1,10 @@
-"""Multi-seed statistics: a mean with its Student-t confidence interval, and the per-seed pre-training gap."""
+"""Multi-seed statistics: a mean with its Student-t confidence interval, the per-seed pre-training gap, and one
+trend slope per seed."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -51,6 +52,18 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> M
         return MeanCI(float(xs[0]), float("nan"), 1)
     sem = float(xs.std(ddof=1)) / math.sqrt(n)
     return MeanCI(float(xs.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem, n)
+
+
+def slopes_by_seed(points: Mapping[int, Sequence[tuple[float, float]]]) -> dict[int, float]:
+    """Least-squares slope of y on x within each seed's (x, y) points, seeds ascending; a seed whose x values do
+    not differ has none. One slope per seed makes each seed one independent replicate of a trend, so a test over
+    the slopes never counts runs that share a scratch twin or a pre-trained model as independent."""
+    slopes = {}
+    for seed, pts in sorted(points.items()):
+        x, y = np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)
+        if len(set(x.tolist())) > 1:
+            slopes[seed] = float(np.polyfit(x, y, 1)[0])
+    return slopes
 
 
 def paired_gap(

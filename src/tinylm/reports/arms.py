@@ -5,7 +5,8 @@ coverage of the task's token distribution at the subset's size); their token ove
 vocabulary, so this is not the paper's token overlap (for that, set by design, see reports.overlap_control).
 Input is the results dict that tinylm.experiments.overlap_arms writes to results.json: one record per (task, arm,
 seed), each with its subset's overlap measures, so the report re-renders from that file alone. The gap is fitted
-on overlap within each task, every run a point.
+on overlap within each task: with one seed every run is a point; with several, one slope per seed (a seed's arms
+share a scratch twin) and an interval over seeds.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.overlap import OVERLAP_MEASURES, LineFit, fit_line
-from tinylm.analysis.stats import paired_gap
+from tinylm.analysis.stats import mean_ci, paired_gap, slopes_by_seed
 from tinylm.data.tasks import TASK_ORDER
+from tinylm.reports.overlap_control import slope_finding
 from tinylm.reports.render import (
     Block,
     Bullets,
@@ -60,6 +62,22 @@ def _task_fit(records: Sequence[Mapping[str, Any]], measure: str) -> LineFit | N
     return fit_line(x, y) if len(set(x)) > 1 else None
 
 
+def _seed_slopes(records: Sequence[Mapping[str, Any]], measure: str) -> dict[int, float]:
+    """Per pre-training seed: the slope of gap (points) on overlap (points) over that seed's arms."""
+    points: dict[int, list[tuple[float, float]]] = {}
+    for r in records:
+        points.setdefault(r["seed"], []).append(
+            (100 * r["overlap"][measure], 100 * (r["pretrained_accuracy"] - r["scratch_accuracy"])))
+    return slopes_by_seed(points)
+
+
+def _slope_interval(slopes: Mapping[int, float]) -> str:
+    if not slopes:
+        return "–"
+    m = mean_ci(list(slopes.values()))
+    return f"{m.mean:+.2f} [{m.low:+.2f}, {m.high:+.2f}]" if m.has_ci else f"{m.mean:+.2f}"
+
+
 def arms_finding(task: str, fit: LineFit | None, measure: str) -> str:
     """Does the gap move with topic similarity within one task, at the fixed size? Significance at p < 0.05."""
     if fit is None:
@@ -96,8 +114,13 @@ def build_arms_blocks(results: Mapping[str, Any], groups: Groups, measure: str, 
         length = [f"{group[0]['tokens_per_article']:.1f}"] if lengths else []
         rows.append([task, arm, *[pct(group[0]["overlap"][m], 2) for m in MEASURES], *length,
                      pct(np.mean([g["pretrained_accuracy"] for g in group])), fmt_mean_ci(gap, signed=True)])
-    findings = [arms_finding(task, _task_fit(_task_runs(groups, task), measure), measure)
-                for task in dict.fromkeys(t for t, _ in groups)]
+    tasks = list(dict.fromkeys(t for t, _ in groups))
+    slopes = {task: _seed_slopes(_task_runs(groups, task), measure) for task in tasks}
+    several = any(len({r["seed"] for r in _task_runs(groups, t)}) > 1 for t in tasks)
+    # One seed: every run is a point of one fit. Several: one slope per seed, since a seed's arms share their
+    # scratch twin and are not independent runs; the interval is over seeds.
+    findings = ([slope_finding(task, slopes[task], f"{measure} overlap") for task in tasks] if several else
+                [arms_finding(task, _task_fit(_task_runs(groups, task), measure), measure) for task in tasks])
     blocks: list[Block] = [
         Heading(f"tinylm: the gap against topic similarity at a fixed pre-training size "
                 f"({results['articles']:,} articles)", 1),
@@ -117,6 +140,13 @@ def build_arms_blocks(results: Mapping[str, Any], groups: Groups, measure: str, 
         Table(["Task", "Arm", *[f"{m} overlap (%)" for m in MEASURES], *(["Tokens"] if lengths else []),
                "Pre-trained acc. (%)", "Gap (points)"], rows),
     ]
+    if several:
+        blocks += [Heading(f"Gap on {measure} overlap, one slope per pre-training seed", 2),
+                   Para("Each seed's three arms share that seed's scratch twin, so the slope is fitted within each "
+                        "seed and the mean slope gets a 95 % Student-t interval over seeds."),
+                   Table(["Task", "Seeds", "Slope per seed", "Mean slope [95 % interval over seeds]"],
+                         [[task, str(len(slopes[task])), ", ".join(f"{v:+.2f}" for v in slopes[task].values()),
+                           _slope_interval(slopes[task])] for task in tasks])]
     if figure:
         blocks.append(Image(figure, f"gap vs topic similarity ({measure} overlap) at a fixed size"))
     blocks.append(Bullets(findings))

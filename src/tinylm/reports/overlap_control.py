@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.analysis.stats import MeanCI, mean_ci
+from tinylm.analysis.stats import MeanCI, mean_ci, slopes_by_seed
 from tinylm.data.withhold import REPLACEMENT
 from tinylm.reports.render import (
     Block,
@@ -53,30 +53,25 @@ def seed_level_gaps(records: Records) -> dict[int, dict[float, tuple[float, floa
 def seed_slopes(records: Records) -> dict[int, float]:
     """Per pre-training seed: the least-squares slope of gap (points) on token overlap (points); seeds with
     fewer than two distinct overlaps have none."""
-    slopes = {}
-    for seed, levels in seed_level_gaps(records).items():
-        x = np.array([100 * o for o, _ in levels.values()])
-        y = np.array([100 * g for _, g in levels.values()])
-        if len(set(x.tolist())) > 1:
-            slopes[seed] = float(np.polyfit(x, y, 1)[0])
-    return slopes
+    return slopes_by_seed({seed: [(100 * o, 100 * g) for o, g in levels.values()]
+                           for seed, levels in seed_level_gaps(records).items()})
 
 
-def slope_finding(task: str, slopes: Mapping[int, float]) -> str:
-    """What one task's slopes say, a negative or null result stated as such."""
+def slope_finding(task: str, slopes: Mapping[int, float], what: str = "token overlap") -> str:
+    """What one task's per-seed slopes of gap on `what` say, a negative or null result stated as such."""
     if not slopes:
-        return f"{task}: no slope (the levels do not differ in token overlap)."
-    m = mean_ci(list(slopes.values()))
+        return f"{task}: no slope (the levels do not differ in {what})."
+    m, per = mean_ci(list(slopes.values())), f"gap points per {what.replace(' ', '-')} point"
     if not m.has_ci:
-        return (f"{task}: slope {m.mean:+.2f} gap points per token-overlap point from {seeds_text(m.n)}; "
+        return (f"{task}: slope {m.mean:+.2f} {per} from {seeds_text(m.n)}; "
                 "no interval over seeds (one seed): no claim either way.")
-    interval = f"{m.mean:+.2f} [{m.low:+.2f}, {m.high:+.2f}] gap points per token-overlap point, {seeds_text(m.n)}"
+    interval = f"{m.mean:+.2f} [{m.low:+.2f}, {m.high:+.2f}] {per}, {seeds_text(m.n)}"
     if m.low > 0:
-        verdict = "the gap grows with token overlap (the interval lies above 0)"
+        verdict = f"the gap grows with {what} (the interval lies above 0)"
     elif m.high < 0:
-        verdict = "negative result: the gap shrinks as token overlap grows (the interval lies below 0)"
+        verdict = f"negative result: the gap shrinks as {what} grows (the interval lies below 0)"
     else:
-        verdict = "null result: the interval includes 0, so no relation between gap and token overlap is shown"
+        verdict = f"null result: the interval includes 0, so no relation between gap and {what} is shown"
     return f"{task}: {verdict}; slope {interval}."
 
 
