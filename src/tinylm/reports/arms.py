@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from tinylm.analysis.overlap import OVERLAP_MEASURES, LineFit, fit_line
-from tinylm.analysis.stats import mean_ci, paired_gap, slopes_by_seed
+from tinylm.analysis.stats import paired_gap, slopes_by_seed
 from tinylm.data.tasks import TASK_ORDER
-from tinylm.reports.overlap_control import slope_finding
+from tinylm.reports.overlap_control import slope_finding, slope_row
 from tinylm.reports.render import (
     Block,
     Bullets,
@@ -69,13 +69,6 @@ def _seed_slopes(records: Sequence[Mapping[str, Any]], measure: str) -> dict[int
         points.setdefault(r["seed"], []).append(
             (100 * r["overlap"][measure], 100 * (r["pretrained_accuracy"] - r["scratch_accuracy"])))
     return slopes_by_seed(points)
-
-
-def _slope_interval(slopes: Mapping[int, float]) -> str:
-    if not slopes:
-        return "–"
-    m = mean_ci(list(slopes.values()))
-    return f"{m.mean:+.2f} [{m.low:+.2f}, {m.high:+.2f}]" if m.has_ci else f"{m.mean:+.2f}"
 
 
 def arms_finding(task: str, fit: LineFit | None, measure: str) -> str:
@@ -145,8 +138,7 @@ def build_arms_blocks(results: Mapping[str, Any], groups: Groups, measure: str, 
                    Para("Each seed's three arms share that seed's scratch twin, so the slope is fitted within each "
                         "seed and the mean slope gets a 95 % Student-t interval over seeds."),
                    Table(["Task", "Seeds", "Slope per seed", "Mean slope [95 % interval over seeds]"],
-                         [[task, str(len(slopes[task])), ", ".join(f"{v:+.2f}" for v in slopes[task].values()),
-                           _slope_interval(slopes[task])] for task in tasks])]
+                         [slope_row(task, slopes[task]) for task in tasks])]
     if figure:
         blocks.append(Image(figure, f"gap vs topic similarity ({measure} overlap) at a fixed size"))
     blocks.append(Bullets(findings))

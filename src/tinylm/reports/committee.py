@@ -141,8 +141,7 @@ def _summary_blocks(results: Mapping[str, Any], unique: Mapping[str, float]) -> 
     equal_compute = ""
     for m in results.get("compute_members") or []:
         runs = [r["equal_compute"][str(m)] for r in records]
-        pre = sum({c["runs"]["pretrain"]: c["seconds"]["pretrain"] for c in runs}.values())
-        fine = sum({c["runs"]["finetune"]: c["seconds"]["finetune"] for c in runs}.values())
+        pre, fine = (sum(unique[name] for name in {c["runs"][kind] for c in runs}) for kind in ("pretrain", "finetune"))
         equal_compute += (f"; the {m} members at equal compute: {(pre + fine) / 60:.0f} min "
                           f"(pre-training {pre / 60:.0f})")
     return [Heading("Summary", 2), Bullets(findings), Para(

@@ -57,6 +57,14 @@ def seed_slopes(records: Records) -> dict[int, float]:
                            for seed, levels in seed_level_gaps(records).items()})
 
 
+def slope_row(task: str, slopes: Mapping[int, float]) -> list[str]:
+    """A task's row of the per-seed slope table: seeds, each seed's slope, the mean with its interval over seeds."""
+    m: MeanCI | None = mean_ci(list(slopes.values())) if slopes else None
+    return [task, str(len(slopes)), ", ".join(f"{s:+.2f}" for s in slopes.values()) or "–",
+            "–" if m is None else f"{m.mean:+.2f}" + (f" [{m.low:+.2f}, {m.high:+.2f}]" if m.has_ci
+                                                      else " (no interval)")]
+
+
 def slope_finding(task: str, slopes: Mapping[int, float], what: str = "token overlap") -> str:
     """What one task's per-seed slopes of gap on `what` say, a negative or null result stated as such."""
     if not slopes:
@@ -163,10 +171,7 @@ def build_blocks(results: Mapping[str, Any], figure: str | None) -> list[Block]:
                              pct(float(np.mean([r["scratch_accuracy"] for r in at]))),
                              fmt_mean_ci(gaps, signed=True)])
         slopes = seed_slopes(records)
-        m: MeanCI | None = mean_ci(list(slopes.values())) if slopes else None
-        slope_rows.append([task, str(len(slopes)), ", ".join(f"{s:+.2f}" for s in slopes.values()) or "–",
-                           "–" if m is None else f"{m.mean:+.2f}" + (f" [{m.low:+.2f}, {m.high:+.2f}]"
-                                                                     if m.has_ci else " (no interval)")])
+        slope_rows.append(slope_row(task, slopes))
         findings.append(slope_finding(task, slopes))
     blocks: list[Block] = [
         Heading(f"tinylm: the gap against token overlap set by design ({results['articles']:,} articles)", 1),
